@@ -1,0 +1,34 @@
+# The two commands of the README: `make demo` and `make test`.
+# Each creates .venv when missing and installs the project into it with pip.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.chexviz-installed
+# OpenMP's busy-waiting starves the other core on a shared 2-core machine.
+export OMP_WAIT_POLICY ?= PASSIVE
+
+.PHONY: demo test lint typecheck pytest docs bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev,docs]"
+	$(PY) -m pip install --quiet -e tests/plugin
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/chexviz demo --out demo-out
+
+test: $(STAMP)
+	$(VENV)/bin/ruff check src tests examples benchmarks
+	$(VENV)/bin/ruff format --check src tests examples benchmarks
+	$(VENV)/bin/mypy --strict src
+	$(PY) -m pytest
+	$(VENV)/bin/mkdocs build --strict --site-dir site
+
+bench: $(STAMP)
+	$(PY) -m pip install --quiet -e ".[bench]"
+	for b in benchmarks/bench_*.py; do $(PY) $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) site demo-out .mypy_cache .ruff_cache .pytest_cache .hypothesis
