@@ -354,10 +354,12 @@ def inception_v3(*, pretrained: bool, in_channels: int) -> Backbone:
         The backbone; its Grad-CAM layer is ``features.Mixed_7c``.
     """
     _check_in_channels("inception_v3", in_channels)
-    kwargs: dict[str, Any] = {"aux_logits": False, "transform_input": False}
+    kwargs: dict[str, Any] = {"transform_input": False}
     if not pretrained:
-        # torchvision warns unless the (scipy-free) initialisation is chosen explicitly.
-        kwargs["init_weights"] = True
+        # torchvision insists on the auxiliary head with pretrained weights; it is left out
+        # of the stages below either way. Without weights torchvision warns unless the
+        # (scipy-free) initialisation is chosen explicitly.
+        kwargs.update(aux_logits=False, init_weights=True)
     model = tvm.inception_v3(weights=_weights(pretrained), **kwargs)
     replace_first_conv(model, in_channels)
     stages = (

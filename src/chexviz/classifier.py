@@ -23,7 +23,7 @@ from torch import nn
 from chexviz.heads import DEFAULT_DROPOUT, NEEDS_FEATURE_SIZE, create_head
 from chexviz.labels import CHEXPERT_LABELS
 from chexviz.registry import Backbone, create_backbone
-from chexviz.weights import check_state_dict, read_weights, write_weights
+from chexviz.weights import WeightFileError, check_state_dict, read_weights, write_weights
 
 __all__ = ["MultiLabelClassifier"]
 
@@ -363,11 +363,18 @@ class MultiLabelClassifier(nn.Module):
 
         Raises:
             FileNotFoundError: If the file does not exist.
-            chexviz.weights.WeightFileError: If it is not a chexviz weight file or its tensors
-                do not fit the architecture its header describes.
+            chexviz.weights.WeightFileError: If it is not a chexviz weight file, its header
+                describes a model that cannot be built here (e.g. a backbone whose plugin is not
+                installed), or its tensors do not fit that architecture.
         """
         header, state = read_weights(path)
-        model = cls.from_config(header["config"])
+        try:
+            model = cls.from_config(header["config"])
+        except (KeyError, ValueError) as exc:
+            # e.g. a backbone from a plugin that is not installed here
+            raise WeightFileError(
+                f"{path}: the header describes a model chexviz cannot build: {exc}"
+            ) from exc
         check_state_dict(
             model.state_dict(),
             state,

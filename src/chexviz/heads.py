@@ -8,13 +8,15 @@ exactly what the head sees and gradients of the logits reach it.
   ``Linear(1024, L)``. Flattening ties the model to one input size.
 * ``attention``: the study's attention-gated global average pooling; 1x1 convolutions
   ``C -> 64 -> 16 -> 1`` (ReLU between, sigmoid last) give a spatial mask ``m``, features are
-  pooled as ``sum(m * F) / sum(m)``, then dropout, ``Linear(C, 256)``, ReLU, ``Linear(256, L)``.
+  pooled as ``sum(m * F) / sum(m)`` (the mean of the masked features rescaled by the mask's
+  mean), then dropout, ``Linear(C, 256)``, ReLU, ``Linear(256, L)``.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn import functional
 
 __all__ = [
     "DEFAULT_DROPOUT",
@@ -101,6 +103,10 @@ class MLPHead(nn.Module):
 class AttentionHead(nn.Module):
     """Attention-gated global average pooling followed by a two-layer classifier.
 
+    The pooling weights are ``m / sum(m)`` with ``m = sigmoid(a)``; they are computed as
+    ``softmax(logsigmoid(a))``, which is the same quantity but cannot divide by zero when the
+    sigmoid underflows (large activations of an untrained network, half precision).
+
     Args:
         num_features: Channels of the feature map.
         num_labels: Number of outputs.
@@ -119,7 +125,6 @@ class AttentionHead(nn.Module):
             nn.Conv2d(64, 16, kernel_size=1),
             nn.ReLU(),
             nn.Conv2d(16, 1, kernel_size=1),
-            nn.Sigmoid(),
         )
         self.dropout = nn.Dropout(dropout)
         self.fc1 = nn.Linear(num_features, hidden)
@@ -127,15 +132,18 @@ class AttentionHead(nn.Module):
         self.fc2 = nn.Linear(hidden, num_labels)
 
     def mask(self, features: torch.Tensor) -> torch.Tensor:
-        """The spatial attention mask ``[B, 1, h, w]``, values in ``(0, 1)``."""
-        out: torch.Tensor = self.attention(features)
-        return out
+        """The spatial attention mask ``sigmoid(a)``, ``[B, 1, h, w]`` with values in ``[0, 1]``."""
+        return torch.sigmoid(self.attention(features))
+
+    def pool(self, features: torch.Tensor) -> torch.Tensor:
+        """Mask-weighted mean of the features, ``sum(m * F) / sum(m)``, shape ``[B, C]``."""
+        logits: torch.Tensor = self.attention(features)
+        weights = functional.logsigmoid(logits).flatten(2).softmax(dim=-1)  # [B, 1, h*w]
+        return (features.flatten(2) * weights).sum(dim=-1)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         """Map ``[B, C, h, w]`` features to ``[B, L]`` logits."""
-        mask = self.mask(features)
-        # The sigmoid keeps the mask positive, so the denominator never vanishes.
-        pooled = (features * mask).sum(dim=(2, 3)) / mask.sum(dim=(2, 3))
+        pooled = self.pool(features)
         out: torch.Tensor = self.fc2(self.relu(self.fc1(self.dropout(pooled))))
         return out
 
