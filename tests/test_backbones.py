@@ -8,7 +8,7 @@ import torchvision.models as tvm
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
-from torchvision.models._api import WeightsEnum
+from torchvision.models import WeightsEnum
 
 from chexviz.backbones import (
     IMAGENET_MEAN,

@@ -7,8 +7,9 @@ Grad-CAM layer.
 
 With ``pretrained=True`` the torchvision ImageNet weights are loaded (``weights="DEFAULT"``,
 downloaded to the torch hub cache on first use). For 1-channel input the first convolution's
-RGB kernels are summed, so a grey image ``g`` gives the same response as the RGB image
-``(g, g, g)``; the greyscale normalisation is the mean of the RGB means and standard deviations.
+RGB kernels are summed, so it responds to a (normalised) grey image as the original responds to
+that image copied into all three channels; the greyscale normalisation is the mean of the RGB
+means and standard deviations.
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from chexviz.heads import DEFAULT_DROPOUT, NEEDS_FEATURE_SIZE, create_head
+from chexviz.heads import NEEDS_FEATURE_SIZE, create_head, default_dropout
 from chexviz.labels import CHEXPERT_LABELS
 from chexviz.registry import Backbone, create_backbone
 from chexviz.weights import WeightFileError, check_state_dict, read_weights, write_weights
@@ -120,14 +120,11 @@ class MultiLabelClassifier(nn.Module):
         super().__init__()
         self.labels = _resolve_labels(num_labels, labels)
         self.num_labels = len(self.labels)
-        if head not in DEFAULT_DROPOUT:
-            raise ValueError(
-                f"unknown head {head!r}; available heads: {', '.join(sorted(DEFAULT_DROPOUT))}"
-            )
-        self.backbone = create_backbone(backbone, pretrained=pretrained, in_channels=in_channels)
-        info = self.backbone.info
+        self.dropout = default_dropout(head) if dropout is None else float(dropout)
         if isinstance(image_size, bool) or not isinstance(image_size, int):
             raise ValueError(f"image_size must be an integer, got {image_size!r}")
+        self.backbone = create_backbone(backbone, pretrained=pretrained, in_channels=in_channels)
+        info = self.backbone.info
         if image_size < info.min_input_size:
             raise ValueError(
                 f"image_size={image_size} is below backbone {backbone!r}'s minimum input size "
@@ -136,7 +133,6 @@ class MultiLabelClassifier(nn.Module):
         self.in_channels = in_channels
         self.image_size = image_size
         self.head_name = head
-        self.dropout = DEFAULT_DROPOUT[head] if dropout is None else float(dropout)
         feature_size = (
             _feature_size(self.backbone, in_channels, image_size)
             if head in NEEDS_FEATURE_SIZE

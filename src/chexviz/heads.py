@@ -25,6 +25,7 @@ __all__ = [
     "LinearHead",
     "MLPHead",
     "create_head",
+    "default_dropout",
     "list_heads",
 ]
 
@@ -152,6 +153,23 @@ NEEDS_FEATURE_SIZE: frozenset[str] = frozenset({"mlp"})
 """Heads whose parameters depend on the feature map's spatial size."""
 
 
+def default_dropout(name: str) -> float:
+    """The dropout probability head ``name`` uses when none is given.
+
+    Args:
+        name: One of :func:`list_heads`.
+
+    Returns:
+        The default probability.
+
+    Raises:
+        ValueError: If ``name`` is unknown (the message lists the heads).
+    """
+    if name not in DEFAULT_DROPOUT:
+        raise ValueError(f"unknown head {name!r}; available heads: {', '.join(list_heads())}")
+    return DEFAULT_DROPOUT[name]
+
+
 def list_heads() -> list[str]:
     """Names accepted by :func:`create_head`, sorted.
 
@@ -186,13 +204,11 @@ def create_head(
         ValueError: If ``name`` is unknown (the message lists the heads), ``feature_size`` is
             missing where needed, or an argument is out of range.
     """
-    if name not in DEFAULT_DROPOUT:
-        raise ValueError(f"unknown head {name!r}; available heads: {', '.join(list_heads())}")
+    p = default_dropout(name) if dropout is None else dropout
     if num_features < 1 or num_labels < 1:
         raise ValueError(
             f"num_features and num_labels must be >= 1, got {num_features} and {num_labels}"
         )
-    p = DEFAULT_DROPOUT[name] if dropout is None else dropout
     if name == "linear":
         return LinearHead(num_features, num_labels, p)
     if name == "attention":

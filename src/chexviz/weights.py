@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load as _st_load
+from safetensors.torch import load_file as _st_load_file
 from safetensors.torch import save as _st_save
 
 from chexviz._version import __version__
@@ -193,7 +193,7 @@ def _chexviz_header(file: Path) -> tuple[dict[str, Any], dict[str, Any]]:
 
 def _load_tensors(path: Path, device: str | torch.device) -> dict[str, torch.Tensor]:
     try:
-        tensors = _st_load(path.read_bytes())
+        tensors = _st_load_file(path)
     except SafetensorError as exc:
         raise _fail(path, f"corrupt safetensors data: {exc}") from exc
     return {k: v.to(device) for k, v in tensors.items()}
