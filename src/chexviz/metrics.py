@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from sklearn.metrics import roc_auc_score
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -194,6 +193,9 @@ def compute_metrics(
         ValueError: On shape mismatches, probabilities outside ``[0, 1]`` or not finite, or
             target values other than 0, 1 and ``nan`` (the message names the label).
     """
+    # scikit-learn takes about a second to import; only evaluation needs it.
+    from sklearn.metrics import roc_auc_score
+
     p = _as_2d("probs", probs)
     y = _as_2d("targets", targets)
     names = tuple(labels)
