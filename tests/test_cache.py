@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import threading
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -144,6 +145,22 @@ def test_damaged_cache_is_rebuilt(
     assert loader.calls == 5
     assert "rebuilding" in caplog.text
     np.testing.assert_array_equal(rebuilt.open()[:, 0, 0], np.arange(5))
+
+
+def test_build_memory_does_not_grow_with_the_data(tmp_path: Path) -> None:
+    size, count = 32, 3000  # 3 MB of pixels
+
+    def loader(slot: int) -> npt.NDArray[np.uint8]:
+        return np.full((size, size), slot % 251, dtype=np.uint8)
+
+    tracemalloc.start()
+    try:
+        cache = open_or_build_cache(tmp_path, "m" * 64, count, size, loader, workers=2)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < count * size * size / 4
+    assert cache.open()[count - 1, 0, 0] == (count - 1) % 251
 
 
 def test_invalid_arguments(tmp_path: Path) -> None:

@@ -392,6 +392,7 @@ def test_empty_csv(make_chexpert: MakeData) -> None:
         ({"uncertainty": "U-Ones"}, "uncertainty"),
         ({"labels": ()}, "labels"),
         ({"labels": ("Edema", "Edema")}, "repeated"),
+        ({"workers": 0}, "workers"),
     ],
 )
 def test_invalid_arguments(

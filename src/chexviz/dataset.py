@@ -71,7 +71,7 @@ class CheXpertDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
     ``-1.0`` or blank, image paths must stay inside the data folder and name a patient folder,
     and image files must exist. Nothing is dropped silently: bad rows raise an error naming the
     CSV line (or, with ``on_error="skip"``, unreadable images are skipped, logged and listed in
-    [`skipped`][chexviz.dataset.CheXpertDataset.skipped]).
+    ``skipped``).
 
     Attributes:
         frame: The kept rows with their CSV columns (label columns as floats ``1, 0, -1`` or
@@ -156,6 +156,8 @@ class CheXpertDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
             raise ValueError(f"in_channels must be 1 or 3, got {in_channels!r}")
         if on_error not in ("raise", "skip"):
             raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+        if workers is not None and (isinstance(workers, bool) or workers < 1):
+            raise ValueError(f"workers must be a positive int or None, got {workers!r}")
         self.labels: tuple[str, ...] = _check_labels(labels)
         self.uncertainty = resolve_policy(uncertainty, self.labels)
         # apply_policy validates blank too, but only after the CSV has been read.
@@ -167,9 +169,9 @@ class CheXpertDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         self.transform = transform
         self._on_error = on_error
         self._progress = progress
-        self._workers = workers or default_workers()
+        self._workers = default_workers() if workers is None else workers
 
-        self.csv_path, self.image_root = _locate(Path(root), csv)
+        self.csv_path, self.image_root = _locate(Path(root).expanduser(), csv)
         rows = _read_csv(self.csv_path, self.labels)
         if frontal_only:
             rows = self._frontal(rows)
@@ -196,7 +198,7 @@ class CheXpertDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         self._images: np.memmap[Any, np.dtype[np.uint8]] | None = None
         self._slots: npt.NDArray[np.int64] = np.arange(len(self.paths), dtype=np.int64)
         if cache_dir is not None:
-            failures = self._build_cache(Path(cache_dir), rows)
+            failures = self._build_cache(Path(cache_dir).expanduser(), rows)
         else:
             failures = self._check_files()
         self.skipped: pd.DataFrame = self._drop(failures, rows)
@@ -465,7 +467,7 @@ def _locate(root: Path, csv: str | os.PathLike[str] | None) -> tuple[Path, Path]
             "pass the one to use as root"
         )
     image_root = (releases[0] if releases else root).resolve()
-    name = Path("train.csv" if csv is None else csv)
+    name = Path("train.csv" if csv is None else csv).expanduser()
     if name.is_absolute():
         if not name.is_file():
             raise FileNotFoundError(2, "CSV file not found", str(name))
