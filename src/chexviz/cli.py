@@ -1,0 +1,310 @@
+"""The ``chexviz`` command line: ``demo``, ``train``, ``evaluate`` and ``explain``.
+
+Every subcommand is a thin user of the library. Errors are reported as one line on standard
+error with a non-zero exit code, never as a traceback (``--debug`` shows it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from chexviz._version import __version__
+from chexviz.labels import CHEXPERT_LABELS, UncertaintyPolicy
+
+_EXIT_ERROR = 1
+_EXIT_USAGE = 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the ``chexviz`` command.
+
+    Args:
+        argv: The arguments after the program name; defaults to ``sys.argv[1:]``.
+
+    Returns:
+        The exit code: 0 on success, 1 on an error, 2 on a usage error.
+    """
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        args.run(args)
+    except KeyboardInterrupt:
+        print("chexviz: interrupted", file=sys.stderr)
+        return 130
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError) as error:
+        if args.debug:
+            raise
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        print(f"chexviz {args.command}: error: {message}", file=sys.stderr)
+        return _EXIT_ERROR
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="chexviz",
+        description="Chest X-ray multi-label diagnosis on CheXpert with Grad-CAM explanations.",
+    )
+    parser.add_argument("--version", action="version", version=f"chexviz {__version__}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-v", "--verbose", action="store_true", help="log progress messages")
+    common.add_argument("--debug", action="store_true", help="log everything; show tracebacks")
+    common.add_argument(
+        "--no-progress", dest="progress", action="store_false", help="hide progress bars"
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = commands.add_parser(
+        "demo",
+        parents=[common],
+        help="train and explain on the built-in synthetic data set",
+        description="Generate the synthetic CheXpert-format data set (cached for the next run), "
+        "train a backbone on a patient split, evaluate it, explain the test images and score "
+        "the heatmaps against the synthetic boxes. Writes metrics, curves, figures, an HTML "
+        "report, localisation scores and the model into --out.",
+    )
+    demo.add_argument("--out", type=Path, default=Path("demo-out"), help="output folder")
+    demo.add_argument("--backbone", default="simple_cnn", help="registered backbone name")
+    demo.add_argument("--images", type=int, default=1800, help="about this many frontal images")
+    demo.add_argument("--epochs", type=int, default=12, help="training epochs")
+    demo.add_argument("--image-size", type=int, default=64, help="model input side in pixels")
+    demo.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
+    demo.add_argument("--seed", type=int, default=0, help="seed of data, split and training")
+    demo.add_argument(
+        "--data-dir", type=Path, default=None, help="where the synthetic data is cached"
+    )
+    demo.set_defaults(run=_run_demo)
+
+    train = commands.add_parser(
+        "train",
+        parents=[common],
+        help="train a model on a CheXpert release",
+        description="Train on train.csv split by patient into train and validation sets, then "
+        "evaluate on valid.csv when the release has one. Writes the model "
+        "(model.safetensors), checkpoints, the history and the metrics into --out.",
+    )
+    train.add_argument("--data", type=Path, required=True, help="the CheXpert root folder")
+    train.add_argument("--backbone", required=True, help="registered backbone name")
+    train.add_argument("--out", type=Path, required=True, help="output folder")
+    train.add_argument(
+        "--uncertainty",
+        type=_uncertainty,
+        default="zeros",
+        help="zeros, ones, ignore, or per label: 'Atelectasis=ones,Edema=ones' (zeros elsewhere)",
+    )
+    train.add_argument("--image-size", type=int, default=128, help="model input side in pixels")
+    train.add_argument("--in-channels", type=int, choices=(1, 3), default=1)
+    train.add_argument("--head", choices=("linear", "mlp", "attention"), default="linear")
+    train.add_argument("--pretrained", action="store_true", help="start from ImageNet weights")
+    train.add_argument("--epochs", type=int, default=15)
+    train.add_argument("--batch-size", type=int, default=64)
+    train.add_argument("--lr", type=float, default=2e-4)
+    train.add_argument(
+        "--val-fraction", type=float, default=0.1, help="share of patients for validation"
+    )
+    train.add_argument("--cache-dir", type=Path, default=None, help="preprocessed image cache")
+    train.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
+    train.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    train.add_argument("--resume", action="store_true", help="continue from --out/last")
+    train.add_argument("--seed", type=int, default=0)
+    train.set_defaults(run=_run_train)
+
+    evaluate = commands.add_parser(
+        "evaluate",
+        parents=[common],
+        help="evaluate a saved model on a CheXpert CSV",
+        description="Print per-label AUROC, accuracy, F1 and the all-negative baseline.",
+    )
+    evaluate.add_argument("--model", type=Path, required=True, help="a .safetensors model")
+    evaluate.add_argument("--data", type=Path, required=True, help="the CheXpert root folder")
+    evaluate.add_argument("--csv", default="valid.csv", help="CSV inside the release folder")
+    evaluate.add_argument("--uncertainty", type=_uncertainty, default="zeros", help="as for train")
+    evaluate.add_argument("--out", type=Path, default=None, help="also write metrics.csv here")
+    evaluate.add_argument("--device", default="auto")
+    evaluate.set_defaults(run=_run_evaluate)
+
+    explain = commands.add_parser(
+        "explain",
+        parents=[common],
+        help="explain images with Grad-CAM",
+        description="Write a study-style figure per image and one HTML report for all images.",
+    )
+    explain.add_argument("images", type=Path, nargs="+", metavar="IMAGE", help="image files")
+    explain.add_argument("--model", type=Path, required=True, help="a .safetensors model")
+    explain.add_argument("--out", type=Path, required=True, help="output folder")
+    explain.add_argument(
+        "--classes",
+        type=_classes,
+        default=None,
+        help="comma-separated label names to explain (default: the predicted positives)",
+    )
+    explain.add_argument(
+        "--method",
+        choices=("gradcam", "gradcam++", "xgradcam", "hirescam", "layercam"),
+        default="gradcam",
+    )
+    explain.set_defaults(run=_run_explain)
+    return parser
+
+
+def _uncertainty(text: str) -> UncertaintyPolicy:
+    if text in ("zeros", "ones", "ignore"):
+        return text  # type: ignore[return-value]
+    policy: dict[str, str] = {}
+    for item in text.split(","):
+        label, sep, value = item.partition("=")
+        if (
+            not sep
+            or label.strip() not in CHEXPERT_LABELS
+            or value.strip()
+            not in (
+                "zeros",
+                "ones",
+                "ignore",
+            )
+        ):
+            raise argparse.ArgumentTypeError(
+                f"bad policy {item!r}: use zeros, ones, ignore or LABEL=POLICY,... "
+                f"with LABEL one of {', '.join(CHEXPERT_LABELS)}"
+            )
+        policy[label.strip()] = value.strip()
+    return policy  # type: ignore[return-value]
+
+
+def _classes(text: str) -> list[str]:
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
+def _run_demo(args: argparse.Namespace) -> None:
+    from chexviz.demo import run_demo
+
+    result = run_demo(
+        args.out,
+        backbone=args.backbone,
+        images=args.images,
+        epochs=args.epochs,
+        image_size=args.image_size,
+        lr=args.lr,
+        seed=args.seed,
+        data_dir=args.data_dir,
+        progress=args.progress,
+    )
+    print(
+        f"chexviz demo: {result.images} synthetic frontal images, {args.backbone}, "
+        f"{args.epochs} epochs, {result.seconds:.0f} s"
+    )
+    print(f"  test macro-AUROC, drawn signs   {result.sign_macro_auroc:.3f}")
+    print(f"  test macro-AUROC, all labels    {result.macro_auroc:.3f}")
+    print(
+        f"  test macro-accuracy             {result.macro_accuracy:.3f} "
+        f"(all-negative predictor: {result.all_negative_accuracy:.3f})"
+    )
+    print(
+        f"  Grad-CAM pointing game          {result.pointing_game:.3f} "
+        f"(random point: {result.pointing_chance:.3f})"
+    )
+    print(f"  report: {result.report}")
+
+
+def _run_train(args: argparse.Namespace) -> None:
+    from chexviz.classifier import MultiLabelClassifier
+    from chexviz.dataset import CheXpertDataset
+    from chexviz.splits import split_by_patient
+    from chexviz.trainer import Trainer
+
+    def dataset(csv: str) -> CheXpertDataset:
+        return CheXpertDataset(
+            args.data,
+            csv,
+            image_size=args.image_size,
+            in_channels=args.in_channels,
+            uncertainty=args.uncertainty,
+            cache_dir=args.cache_dir,
+            progress=args.progress,
+        )
+
+    if not 0 < args.val_fraction < 1:
+        raise ValueError(f"--val-fraction must be in (0, 1), got {args.val_fraction}")
+    full = dataset("train.csv")
+    train, val = split_by_patient(full, (1 - args.val_fraction, args.val_fraction), seed=args.seed)
+    model = MultiLabelClassifier(
+        args.backbone,
+        in_channels=args.in_channels,
+        pretrained=args.pretrained,
+        head=args.head,
+        image_size=args.image_size,
+        labels=full.labels,
+    )
+    trainer = Trainer(
+        model,
+        lr=args.lr,
+        batch_size=args.batch_size,
+        epochs=args.epochs,
+        device=args.device,
+        num_workers=args.workers,
+        out_dir=args.out,
+        seed=args.seed,
+        progress=args.progress,
+    )
+    history = trainer.fit(train, val, resume=args.resume)
+    history.to_csv(args.out / "history.csv")
+    history.to_json(args.out / "history.json")
+    model.save(args.out / "model.safetensors")
+    print(f"model: {args.out / 'model.safetensors'}")
+    try:
+        valid = dataset("valid.csv")
+    except FileNotFoundError:
+        return
+    metrics = trainer.evaluate(valid)
+    metrics.to_frame().to_csv(args.out / "metrics.csv")
+    print(metrics.to_frame().to_string(float_format="%.3f"))
+
+
+def _run_evaluate(args: argparse.Namespace) -> None:
+    from chexviz.classifier import MultiLabelClassifier
+    from chexviz.dataset import CheXpertDataset
+    from chexviz.trainer import Trainer
+
+    model = MultiLabelClassifier.load(args.model)
+    data = CheXpertDataset(
+        args.data,
+        args.csv,
+        image_size=model.image_size,
+        in_channels=model.in_channels,
+        uncertainty=args.uncertainty,
+        labels=model.labels,
+        progress=args.progress,
+    )
+    metrics = Trainer(model, device=args.device, progress=args.progress).evaluate(data)
+    frame = metrics.to_frame()
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        frame.to_csv(args.out / "metrics.csv")
+    print(frame.to_string(float_format="%.3f"))
+
+
+def _run_explain(args: argparse.Namespace) -> None:
+    from chexviz.classifier import MultiLabelClassifier
+    from chexviz.gradcam import GradCAM
+    from chexviz.report import save_study_figure, write_html_report
+
+    model = MultiLabelClassifier.load(args.model)
+    args.out.mkdir(parents=True, exist_ok=True)
+    with GradCAM(model, method=args.method) as cam:
+        explanation = cam.explain([str(path) for path in args.images], classes=args.classes)
+    for index, path in enumerate(args.images):
+        save_study_figure(explanation, args.out / f"{index:03d}_{path.stem}.png", index=index)
+    report = write_html_report(explanation, args.out / "report.html", names=args.images)
+    print(f"report: {report}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
