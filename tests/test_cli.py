@@ -1,0 +1,176 @@
+"""The command line at toy size: train, evaluate, explain, demo, help and one-line errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from chexviz.cli import main
+from chexviz.synthetic import make_synthetic_chexpert
+
+
+@pytest.fixture(scope="module")
+def release(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_synthetic_chexpert(tmp_path_factory.mktemp("cli-data"), n_patients=12, seed=3)
+
+
+@pytest.fixture(scope="module")
+def trained(release: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("cli-train")
+    code = main(
+        [
+            "train",
+            "--data",
+            str(release.parent),
+            "--backbone",
+            "simple_cnn",
+            "--out",
+            str(out),
+            "--image-size",
+            "32",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "8",
+            "--uncertainty",
+            "Atelectasis=ones,Edema=ones",
+            "--no-progress",
+        ]
+    )
+    assert code == 0
+    return out
+
+
+def test_train_writes_model_history_and_metrics(trained: Path) -> None:
+    for name in ("model.safetensors", "history.csv", "metrics.csv", "last.safetensors"):
+        assert (trained / name).is_file(), name
+
+
+def test_evaluate_prints_the_metrics_table(
+    trained: Path, release: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    code = main(
+        [
+            "evaluate",
+            "--model",
+            str(trained / "model.safetensors"),
+            "--data",
+            str(release),
+            "--out",
+            str(tmp_path),
+            "--no-progress",
+        ]
+    )
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "auroc" in printed
+    assert "all_negative_accuracy" in printed
+    assert (tmp_path / "metrics.csv").is_file()
+
+
+def test_explain_writes_figures_and_report(trained: Path, release: Path, tmp_path: Path) -> None:
+    images = sorted(release.glob("train/*/study1/view1_frontal.jpg"))[:2]
+    code = main(
+        [
+            "explain",
+            *map(str, images),
+            "--model",
+            str(trained / "model.safetensors"),
+            "--classes",
+            "Cardiomegaly,Support Devices",
+            "--out",
+            str(tmp_path),
+        ]
+    )
+    assert code == 0
+    assert len(list(tmp_path.glob("*.png"))) == 2
+    html = (tmp_path / "report.html").read_text()
+    assert "Cardiomegaly" in html
+    assert images[0].name in html
+
+
+def test_errors_are_one_line_and_exit_nonzero(
+    trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "nope.jpg"
+    code = main(
+        [
+            "explain",
+            str(missing),
+            "--model",
+            str(trained / "model.safetensors"),
+            "--out",
+            str(tmp_path),
+        ]
+    )
+    err = capsys.readouterr().err.strip()
+    assert code == 1
+    assert len(err.splitlines()) == 1
+    assert "nope.jpg" in err
+    assert "Traceback" not in err
+
+
+def test_unknown_class_names_the_labels(
+    trained: Path, release: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    image = next(release.glob("train/*/study1/view1_frontal.jpg"))
+    code = main(
+        [
+            "explain",
+            str(image),
+            "--model",
+            str(trained / "model.safetensors"),
+            "--out",
+            str(tmp_path),
+            "--classes",
+            "Broken Heart",
+        ]
+    )
+    assert code == 1
+    assert "Cardiomegaly" in capsys.readouterr().err
+
+
+def test_bad_uncertainty_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--data", ".", "--backbone", "x", "--out", ".", "--uncertainty", "maybe"])
+    assert exit_info.value.code == 2
+    assert "LABEL=POLICY" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["demo", "train", "evaluate", "explain"])
+def test_every_command_has_complete_help(command: str) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "chexviz.cli", command, "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert out.startswith("usage: chexviz")
+    assert "--out" in out
+
+
+def test_demo_command_prints_a_summary(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(
+        [
+            "demo",
+            "--out",
+            str(tmp_path / "out"),
+            "--images",
+            "60",
+            "--epochs",
+            "1",
+            "--image-size",
+            "32",
+            "--data-dir",
+            str(tmp_path / "data"),
+            "--no-progress",
+        ]
+    )
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "pointing game" in printed
+    assert "random point" in printed
+    assert (tmp_path / "out" / "report.html").is_file()
