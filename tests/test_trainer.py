@@ -262,6 +262,8 @@ def test_undefined_auroc_never_counts_as_improvement(tmp_path, caplog):
     assert not (tmp_path / BEST_NAME).exists()
     assert "AUROC undefined for a, b, c" in caplog.text
     assert "early stop after epoch 2" in caplog.text
+    again = _trainer(epochs=5, patience=2, out_dir=tmp_path).fit(TRAIN, val, resume=True)
+    assert len(again) == 2  # a run that stopped early stays stopped
 
 
 def test_schedulers_by_name_and_callable():

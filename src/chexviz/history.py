@@ -47,7 +47,7 @@ class EpochRecord:
         train_loss: Mean training loss over the epoch's steps.
         seconds: Wall-clock time of the training part of the epoch (validation excluded).
         images_per_second: Training images processed per second (over all processes).
-        lr: Learning rate of the first parameter group at the end of the epoch.
+        lr: Learning rate of the first parameter group during the epoch.
         val_metrics: Validation metrics, when a validation set was given.
     """
 

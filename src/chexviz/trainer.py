@@ -138,6 +138,9 @@ def _split_batch(batch: Any) -> tuple[Tensor, Tensor | None]:
 class Trainer:
     """Train and evaluate a multi-label classifier.
 
+    The model is moved to the device (and to ``channels_last`` on CUDA) when the trainer is
+    built; under ``torchrun`` the process group is joined then too.
+
     Args:
         model: The classifier.
         lr: Learning rate.
@@ -630,7 +633,7 @@ class Trainer:
                 totals.loss_sum += step_loss
                 totals.steps += 1
                 totals.images += int(images.shape[0]) * self.context.world_size
-                if bar.disable is False:
+                if not bar.disable:
                     elapsed = totals.seconds + time.perf_counter() - began
                     bar.set_postfix(loss=f"{step_loss:.4f}", img_s=f"{totals.images / elapsed:.1f}")
                     bar.update()
@@ -716,7 +719,7 @@ class Trainer:
         state = resumed or self._fresh_state()
         best_weights = self._read_best() if resumed and resumed.best_score > -math.inf else None
         self.history = state.history
-        while state.epoch < self.epochs:
+        while state.epoch < self.epochs and not self._early_stop(state):
             epoch = state.epoch + 1
             lr = float(self.optimizer.param_groups[0]["lr"])
             totals = self._train_epoch(train, state, epoch)
@@ -746,16 +749,20 @@ class Trainer:
                     state.bad_epochs += 1
             self._checkpoint(state, None)
             self._log_epoch(record)
-            if self.patience is not None and state.bad_epochs >= self.patience:
-                self._info(
-                    "early stop after epoch %d: no better validation macro-AUROC for %d epochs",
-                    epoch,
-                    self.patience,
-                )
-                break
         if best_weights is not None:
             self.model.load_state_dict(best_weights)
         return state.history
+
+    def _early_stop(self, state: TrainingState) -> bool:
+        # Checked before each epoch, so a resumed run that had stopped early stays stopped.
+        if self.patience is None or state.bad_epochs < self.patience:
+            return False
+        self._info(
+            "early stop after epoch %d: no better validation macro-AUROC for %d epochs",
+            state.epoch,
+            self.patience,
+        )
+        return True
 
     def _read_best(self) -> dict[str, Tensor]:
         assert self.out_dir is not None
@@ -763,27 +770,16 @@ class Trainer:
         return weights
 
     def _log_epoch(self, record: EpochRecord) -> None:
+        parts = [f"train loss {record.train_loss:.4f}"]
         m = record.val_metrics
-        validation = (
-            ""
-            if m is None
-            else (
-                f", val loss {m.loss:.4f}, val macro-AUROC {m.macro_auroc:.4f}, "
-                f"val accuracy {m.macro_accuracy:.4f} (all-negative "
-                f"{m.macro_all_negative_accuracy:.4f})"
-                + (
-                    f", AUROC undefined for {', '.join(m.undefined_auroc)}"
-                    if m.undefined_auroc
-                    else ""
-                )
-            )
-        )
-        self._info(
-            "epoch %d/%d: train loss %.4f%s, %.1f images/s, %.1f s",
-            record.epoch,
-            self.epochs,
-            record.train_loss,
-            validation,
-            record.images_per_second,
-            record.seconds,
-        )
+        if m is not None:
+            parts += [
+                f"val loss {m.loss:.4f}",
+                f"val macro-AUROC {m.macro_auroc:.4f}",
+                f"val accuracy {m.macro_accuracy:.4f} "
+                f"(all-negative {m.macro_all_negative_accuracy:.4f})",
+            ]
+            if m.undefined_auroc:
+                parts.append(f"AUROC undefined for {', '.join(m.undefined_auroc)}")
+        parts += [f"{record.images_per_second:.1f} images/s", f"{record.seconds:.1f} s"]
+        self._info("epoch %d/%d: %s", record.epoch, self.epochs, ", ".join(parts))
