@@ -201,3 +201,26 @@ def test_score_faithfulness_rows_and_reference() -> None:
     np.testing.assert_allclose(anti["deletion"], anti["deletion_random"])
     plain = score_faithfulness(model, _explanation(torch.ones(1, 1, SIZE, SIZE)), reference=False)
     assert "deletion_random" not in plain.columns
+
+
+class Recorder(nn.Module):
+    """Keeps the images it sees; its logit is constant."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[torch.Tensor] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen.append(x.clone())
+        return torch.zeros(len(x), 1)
+
+
+def test_ties_are_broken_in_smooth_blobs_not_scattered_pixels() -> None:
+    model = Recorder()
+    image = torch.ones(1, 64, 64)
+    perturbation_curve(model, image, np.zeros((64, 64)), 0, mode="deletion", steps=2, baseline=0.0)
+    half = model.seen[0][1, 0] == 0  # the image with half of its pixels deleted
+    assert half.float().mean() == pytest.approx(0.5)
+    changes = (half[:, 1:] != half[:, :-1]).float().mean() + (half[1:] != half[:-1]).float().mean()
+    # scattered pixels would differ from a neighbour half of the time
+    assert changes / 2 < 0.1

@@ -14,7 +14,6 @@ reference that ``score_faithfulness`` reports beside each score, not across base
 
 from __future__ import annotations
 
-import logging
 import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
@@ -35,9 +34,10 @@ __all__ = [
     "score_faithfulness",
 ]
 
-logger = logging.getLogger(__name__)
-
 Baseline = Literal["blur", "mean", "zero"] | float
+
+_NOISE_CELL = 16
+"""Pixels per cell of the random field that orders ties: about a CAM cell at stride 16."""
 Mode = Literal["deletion", "insertion"]
 
 
@@ -109,11 +109,27 @@ def _baseline_image(
     raise ValueError(f"baseline must be 'blur', 'mean', 'zero' or a number, got {baseline!r}")
 
 
+def _smooth_noise(shape: tuple[int, int], seed: int) -> np.ndarray:
+    """Seeded random field ``[H, W]`` varying over about ``_NOISE_CELL`` pixels."""
+    height, width = shape
+    grid = (math.ceil(height / _NOISE_CELL) + 1, math.ceil(width / _NOISE_CELL) + 1)
+    coarse = torch.from_numpy(np.random.default_rng(seed).random(grid))
+    field = torch.nn.functional.interpolate(
+        coarse[None, None], size=shape, mode="bilinear", align_corners=False
+    )
+    return field[0, 0].numpy()
+
+
 def _pixel_ranks(heat: np.ndarray, seed: int) -> np.ndarray:
-    """Rank of each pixel, 0 for the hottest; ties in random (seeded) order."""
+    """Rank of each pixel, 0 for the hottest.
+
+    Ties (the flat zero region of a CAM, or a whole all-zero map) are ranked by a smooth
+    random field rather than pixel by pixel: scattered single-pixel changes make salt-and-pepper
+    noise, which moves a CNN's output by itself and would swamp what the map says.
+    """
     flat = heat.ravel()
-    tie_break = np.random.default_rng(seed).random(flat.size)
-    order = np.lexsort((tie_break, -flat))
+    shape = (int(heat.shape[0]), int(heat.shape[1]))
+    order = np.lexsort((_smooth_noise(shape, seed).ravel(), -flat))
     ranks = np.empty(flat.size, dtype=np.int64)
     ranks[order] = np.arange(flat.size)
     return ranks.reshape(heat.shape)
@@ -156,8 +172,10 @@ def perturbation_curve(
         model: Multi-label classifier mapping ``[B, C, H, W]`` images in [0, 1] to logits
             ``[B, L]``; the probability is the logit's sigmoid.
         image: Input image ``[C, H, W]`` in [0, 1].
-        heatmap: Map ``[H, W]`` ranking pixels, highest first; ties are taken in a random
-            order fixed by ``seed``, so an all-zero map gives the random-order reference.
+        heatmap: Map ``[H, W]`` ranking pixels, highest first. Ties are ranked by a smooth
+            random field fixed by ``seed`` (blobs of about 16 pixels, like CAM cells, since
+            scattered pixel changes are artefacts a CNN reacts to by itself), so an all-zero
+            map gives the random-order reference.
         class_index: Output index, or label name when the model has ``.labels``.
         mode: ``"deletion"`` (replace top pixels by the baseline) or ``"insertion"``
             (start from the baseline and restore top pixels).
@@ -166,7 +184,7 @@ def perturbation_curve(
             ``"zero"`` (black) or a constant grey level.
         blur_sigma: Standard deviation in pixels of the blur; default ``max(1, size / 16)``.
         batch_size: Perturbed images per forward pass.
-        seed: Seed of the tie-breaking order.
+        seed: Seed of the random field that orders ties.
 
     Returns:
         The curve; its ``auc`` is the deletion or insertion score.
@@ -242,7 +260,7 @@ def deletion_score(
         baseline: ``"blur"``, ``"mean"``, ``"zero"`` or a constant grey level.
         blur_sigma: Standard deviation in pixels of the blur; default ``max(1, size / 16)``.
         batch_size: Perturbed images per forward pass.
-        seed: Seed of the tie-breaking order.
+        seed: Seed of the random field that orders ties.
 
     Returns:
         The AUC, between 0 and 1.
@@ -284,7 +302,7 @@ def insertion_score(
         baseline: ``"blur"``, ``"mean"``, ``"zero"`` or a constant grey level.
         blur_sigma: Standard deviation in pixels of the blur; default ``max(1, size / 16)``.
         batch_size: Perturbed images per forward pass.
-        seed: Seed of the tie-breaking order.
+        seed: Seed of the random field that orders ties.
 
     Returns:
         The AUC, between 0 and 1.
@@ -323,8 +341,8 @@ def score_faithfulness(
         baseline: ``"blur"``, ``"mean"``, ``"zero"`` or a constant grey level.
         blur_sigma: Standard deviation in pixels of the blur; default ``max(1, size / 16)``.
         batch_size: Perturbed images per forward pass.
-        seed: Seed of the tie-breaking order and of the random reference.
-        reference: Also score a random pixel order (columns ``deletion_random`` and
+        seed: Seed of the random field that orders ties and makes the random reference.
+        reference: Also score a random order of smooth blobs (columns ``deletion_random`` and
             ``insertion_random``), the level a map must beat to carry information.
 
     Returns:
@@ -365,7 +383,7 @@ def score_faithfulness(
             for mode in modes:
                 row[mode] = auc(image, heat, position, mode)
                 if reference:
-                    # an all-zero map is ranked purely by the seeded random tie-break
+                    # an all-zero map is ranked by the seeded random field alone
                     row[f"{mode}_random"] = auc(image, flat, position, mode)
             rows.append(row)
     columns = ["index", "label", "probability", "zero_map", "deletion", "insertion"]

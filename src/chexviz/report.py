@@ -146,7 +146,7 @@ def study_figure(
     axis.set_axis_off()
     rows = _rows(explanation, index)
     table = axis.table(
-        cellText=[[label, f"{100 * p:.1f}", f"{100 * t:.0f}"] for label, p, t, _ in rows],
+        cellText=[[label, f"{100 * p:.1f}", f"{100 * t:.1f}"] for label, p, t, _ in rows],
         colLabels=["Finding", "Probability (%)", "Threshold (%)"],
         colWidths=[0.56, 0.24, 0.2],
         cellLoc="left",
@@ -280,7 +280,7 @@ def _image_section(
         attributes = ' class="positive"' if positive else ""
         table_rows.append(
             f"<tr{attributes}><td>{escape(label)}</td>"
-            f'<td class="num">{100 * p:.1f}</td><td class="num">{100 * t:.0f}</td></tr>'
+            f'<td class="num">{100 * p:.1f}</td><td class="num">{100 * t:.1f}</td></tr>'
         )
     figures = []
     for cls in explanation.classes[index]:
