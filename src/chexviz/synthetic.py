@@ -26,13 +26,12 @@ import csv
 import json
 import logging
 import math
-import multiprocessing
 import os
 import shutil
 import tempfile
 import time
 from collections.abc import Iterable, Iterator, Mapping
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -168,9 +167,8 @@ def make_synthetic_chexpert(
         valid_patients: Number of validation patients (0 writes a ``valid.csv`` with only the
             header).
         progress: Show a progress bar (only on a terminal).
-        workers: Processes to draw with. None uses one per available CPU (at most 8) for 64
-            patients or more and draws in this process for fewer, where starting processes
-            costs more than it saves.
+        workers: Threads to draw with. None uses one per available CPU (at most 8) for 64
+            patients or more and draws in the calling thread for fewer.
 
     Returns:
         The ``CheXpert-v1.0-small`` folder. CSV paths are relative to its parent, ``root``.
@@ -496,9 +494,10 @@ def _run(tasks: list[_Task], workers: int) -> Iterator[_Result]:
     if workers == 1:
         yield from map(_run_task, tasks)
         return
-    # "spawn": the parent may hold threads (torch, tqdm) that make a fork unsafe.
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+    # Threads, not processes: NumPy and PIL's JPEG encoder release the GIL, and a process pool
+    # would re-import the caller's script (and torch) in every worker, which breaks scripts
+    # without an ``if __name__ == "__main__"`` guard.
+    with ThreadPoolExecutor(max_workers=workers) as pool:
         yield from pool.map(_run_task, tasks)
 
 
