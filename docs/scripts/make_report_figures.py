@@ -1,0 +1,209 @@
+"""Draws the figures of docs/guide/reports.md and prints the numbers quoted there.
+
+Everything comes from generated data and a small CPU model, so the figures can be rebuilt
+anywhere in a few minutes::
+
+    python docs/scripts/make_report_figures.py            # writes docs/images/report_*.png
+
+The synthetic data set, its image cache and the trained model are kept in ``--work`` so a second
+run only redraws.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
+
+from chexviz.classifier import MultiLabelClassifier
+from chexviz.dataset import CheXpertDataset
+from chexviz.explanation import Explanation
+from chexviz.faithfulness import perturbation_curve, score_faithfulness
+from chexviz.gradcam import GradCAM
+from chexviz.localization import (
+    box_iou,
+    energy_in_box,
+    pointing_game,
+    score_localization,
+    summarize_localization,
+)
+from chexviz.overlay import overlay_heatmap
+from chexviz.report import save_study_figure
+from chexviz.synthetic import load_boxes, make_synthetic_chexpert, scale_boxes
+from chexviz.trainer import Trainer
+
+DOCS = Path(__file__).resolve().parents[1]
+
+
+def _arguments() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=DOCS / "images")
+    parser.add_argument(
+        "--work", type=Path, default=Path(tempfile.gettempdir()) / "chexviz-report-figures"
+    )
+    parser.add_argument("--patients", type=int, default=400)
+    parser.add_argument("--size", type=int, default=96)
+    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--workers", type=int, default=2)
+    return parser.parse_args()
+
+
+def _save(figure: Figure, path: Path, dpi: int = 90) -> None:
+    FigureCanvasAgg(figure)
+    figure.savefig(path, dpi=dpi)
+    _report(path)
+
+
+def _report(path: Path) -> None:
+    print(f"wrote {path} ({path.stat().st_size // 1024} KiB)")
+
+
+def _model(
+    args: argparse.Namespace, train: CheXpertDataset, valid: CheXpertDataset
+) -> MultiLabelClassifier:
+    path = args.work / f"simple_cnn_{args.size}px_{args.epochs}ep.safetensors"
+    if path.exists():
+        return MultiLabelClassifier.load(path)
+    torch.manual_seed(0)
+    model = MultiLabelClassifier("simple_cnn", image_size=args.size)
+    trainer = Trainer(
+        model, lr=1e-3, batch_size=32, epochs=args.epochs, device="cpu", progress=False
+    )
+    trainer.fit(train, valid)
+    model.save(path)
+    return model.eval()
+
+
+def _boxes_of(boxes: pd.DataFrame, path: str, label: str, size: int) -> np.ndarray:
+    rows = boxes[(boxes["Path"] == path) & (boxes["label"] == label)]
+    return scale_boxes(rows, size)[["x0", "y0", "x1", "y1"]].to_numpy()
+
+
+def _channel_figure(explanation: Explanation, label: str, path: Path) -> None:
+    """The study's BGR mistake next to the same overlay done right."""
+    image, heat = explanation.images[0], explanation.heatmap(label)
+    jet = np.asarray(overlay_heatmap(image, heat, cmap="jet"))
+    panels = [
+        ("jet, channels swapped\n(the study's figures)", jet[..., ::-1]),
+        ("jet, RGB", jet),
+        ("inferno, RGB (default)", np.asarray(overlay_heatmap(image, heat))),
+    ]
+    figure = Figure(figsize=(7.5, 2.9), layout="constrained")
+    for k, (title, picture) in enumerate(panels):
+        axis = figure.add_subplot(1, 3, k + 1)
+        axis.imshow(picture)
+        axis.set_title(title, fontsize=9)
+        axis.set_axis_off()
+    figure.suptitle(f"{label}: one Grad-CAM map, three renderings", fontsize=10)
+    _save(figure, path)
+
+
+def _localization_figure(
+    explanation: Explanation, boxes: pd.DataFrame, csv_path: str, path: Path
+) -> None:
+    labels = explanation.classes[0]
+    size = int(explanation.images.shape[-1])
+    figure = Figure(figsize=(2.6 * len(labels), 3.0), layout="constrained")
+    for k, label in enumerate(labels):
+        heat = explanation.heatmap(label)
+        box = _boxes_of(boxes, csv_path, label, size)
+        axis = figure.add_subplot(1, len(labels), k + 1)
+        axis.imshow(overlay_heatmap(explanation.images[0], heat))
+        for x0, y0, x1, y1 in box:
+            # pixel (r, c) covers [c, c + 1): its edges sit at -0.5 in imshow's coordinates
+            axis.add_patch(
+                Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, ec="cyan", lw=1.5)
+            )
+        row, column = np.unravel_index(int(torch.argmax(heat)), heat.shape)
+        axis.plot(column, row, marker="+", color="white", markersize=12, mew=2)
+        hit = pointing_game(heat, box)
+        axis.set_title(
+            f"{label}\n{'hit' if hit else 'miss'} · IoU {box_iou(heat, box):.2f} · "
+            f"energy {energy_in_box(heat, box):.2f}",
+            fontsize=8,
+        )
+        axis.set_axis_off()
+    _save(figure, path)
+
+
+def _faithfulness_figure(
+    model: MultiLabelClassifier, explanation: Explanation, label: str, path: Path
+) -> None:
+    image, heat = explanation.images[0], explanation.heatmap(label)
+    flat = np.zeros(tuple(heat.shape))
+    figure = Figure(figsize=(7.5, 2.8), layout="constrained")
+    for k, mode in enumerate(("deletion", "insertion")):
+        axis = figure.add_subplot(1, 2, k + 1)
+        for name, ranking, style in (("Grad-CAM order", heat, "-"), ("random order", flat, "--")):
+            curve = perturbation_curve(model, image, ranking, label, mode=mode, steps=40)
+            axis.plot(
+                curve.fractions,
+                curve.probabilities,
+                style,
+                label=f"{name} (AUC {curve.auc:.2f})",
+            )
+        axis.set_xlabel(f"fraction of pixels {'blurred' if mode == 'deletion' else 'restored'}")
+        axis.set_ylabel(f"P({label})")
+        axis.set_ylim(0, 1)
+        axis.set_title(mode, fontsize=10)
+        axis.legend(fontsize=8)
+    _save(figure, path)
+
+
+def main() -> None:
+    """Builds data and model if needed, draws the figures and prints the scores."""
+    args = _arguments()
+    logging.basicConfig(level=logging.WARNING)
+    args.out.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(args.workers)
+    release = make_synthetic_chexpert(
+        args.work / "data", n_patients=args.patients, valid_patients=40, workers=args.workers
+    )
+    options = {"image_size": args.size, "cache_dir": args.work / "cache", "progress": False}
+    train = CheXpertDataset(release.parent, "train.csv", **options)
+    valid = CheXpertDataset(release.parent, "valid.csv", **options)
+    boxes = load_boxes(release / "valid_boxes.csv")
+    model = _model(args, train, valid)
+
+    # the validation image with the most predicted positives that all carry a box
+    cam = GradCAM(model)
+    best, best_count = 0, -1
+    for item in range(len(valid)):
+        explanation = cam.explain(valid[item][0])
+        boxed = set(boxes.loc[boxes["Path"] == valid.frame["Path"].iloc[item], "label"])
+        positives = explanation.classes[0]
+        if positives and set(positives) <= boxed and len(positives) > best_count:
+            best, best_count = item, len(positives)
+    csv_path = str(valid.frame["Path"].iloc[best])
+    explanation = cam.explain(valid[best][0])
+    print(f"figure image: {csv_path}, positives {explanation.classes[0]}")
+
+    _report(save_study_figure(explanation, args.out / "report_study.png", dpi=80))
+    first = explanation.classes[0][0]
+    _channel_figure(explanation, first, args.out / "report_channels.png")
+    _localization_figure(explanation, boxes, csv_path, args.out / "report_localization.png")
+    _faithfulness_figure(model, explanation, first, args.out / "report_faithfulness.png")
+
+    pd.set_option("display.width", 160)
+    pd.set_option("display.max_columns", 20)
+    pd.set_option("display.precision", 3)
+    for mode in ("positives", "true"):
+        scores = score_localization(cam, valid, boxes, classes=mode, progress=False)
+        print(f"\nlocalisation, classes={mode!r}:\n{summarize_localization(scores)}")
+    batch = cam.explain(torch.stack([valid[i][0] for i in range(len(valid))]))
+    faithful = score_faithfulness(model, batch, steps=20)
+    print(f"\nfaithfulness over {len(faithful)} maps (mean):")
+    print(faithful[["deletion", "deletion_random", "insertion", "insertion_random"]].mean())
+    cam.close()
+
+
+if __name__ == "__main__":
+    main()
