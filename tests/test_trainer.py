@@ -131,35 +131,39 @@ def test_predict_accepts_image_only_datasets():
     np.testing.assert_allclose(trainer.predict(Subset(TRAIN, range(5))), probs, atol=1e-6)
 
 
-class _Crashing(Dataset):
-    """Raises on the n-th item fetched, like a process dying mid-epoch."""
+class _Faulty(Dataset):
+    """Goes wrong once more than ``after`` items were fetched: ``"crash"`` raises (like a
+    process dying mid-epoch), ``"nan"`` yields nan images from then on."""
 
-    def __init__(self, base, crash_at):
-        self.base, self.crash_at, self.calls = base, crash_at, 0
+    def __init__(self, base, after, fault):
+        self.base, self.after, self.fault, self.calls = base, after, fault, 0
 
     def __len__(self):
         return len(self.base)
 
     def __getitem__(self, index):
         self.calls += 1
-        if self.calls == self.crash_at:
-            raise RuntimeError("simulated crash")
-        return self.base[index]
+        image, target = self.base[index]
+        if self.calls > self.after:
+            if self.fault == "crash":
+                raise RuntimeError("simulated crash")
+            image = torch.full_like(image, float("nan"))
+        return image, target
 
 
 # Item fetches: 1 by the dataset check, then 24 per epoch (3 batches of 8).
 @pytest.mark.parametrize(
-    ("checkpoint_every", "crash_at"),
-    [(None, 1 + 24 + 3), (1, 1 + 24 + 8 + 3)],
+    ("checkpoint_every", "crash_after"),
+    [(None, 1 + 24 + 2), (1, 1 + 24 + 8 + 2)],
     ids=["epoch-boundary", "mid-epoch"],
 )
-def test_resume_after_crash_matches_uninterrupted(tmp_path, checkpoint_every, crash_at):
+def test_resume_after_crash_matches_uninterrupted(tmp_path, checkpoint_every, crash_after):
     options = {"epochs": 3, "checkpoint_every": checkpoint_every, "scheduler": "cosine"}
     full = _trainer(_model(dropout=0.3), out_dir=tmp_path / "full", **options)
     full_history = full.fit(TRAIN, VAL)
     with pytest.raises(RuntimeError, match="simulated crash"):
         _trainer(_model(dropout=0.3), out_dir=tmp_path / "part", **options).fit(
-            _Crashing(TRAIN, crash_at), VAL
+            _Faulty(TRAIN, crash_after, "crash"), VAL
         )
     assert len(read_history(tmp_path / "part" / LAST_NAME)) == 1
     # A new process would build the model from another seed: resuming must overwrite it all.
@@ -307,8 +311,7 @@ def test_single_image_last_batch_is_skipped():
 
 
 def test_nan_loss_stops_with_epoch_and_step_and_keeps_last_checkpoint(tmp_path):
-    images, targets = TRAIN.tensors
-    poisoned = _Poisoned(TensorDataset(images, targets), after=1 + 24)
+    poisoned = _Faulty(TRAIN, after=1 + 24, fault="nan")
     trainer = _trainer(epochs=3, out_dir=tmp_path)
     with pytest.raises(FloatingPointError, match=r"epoch 2, step 1 of 3.*last good checkpoint"):
         trainer.fit(poisoned, VAL)
@@ -318,21 +321,6 @@ def test_nan_loss_stops_with_epoch_and_step_and_keeps_last_checkpoint(tmp_path):
     assert all(
         torch.isfinite(v).all() for v in saved.state_dict().values() if v.is_floating_point()
     )
-
-
-class _Poisoned(Dataset):
-    """Yields nan images once ``after`` items were fetched."""
-
-    def __init__(self, base, after):
-        self.base, self.after, self.calls = base, after, 0
-
-    def __len__(self):
-        return len(self.base)
-
-    def __getitem__(self, index):
-        self.calls += 1
-        image, target = self.base[index]
-        return (torch.full_like(image, float("nan")) if self.calls > self.after else image), target
 
 
 class _Labelled(TensorDataset):
