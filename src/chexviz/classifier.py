@@ -90,6 +90,8 @@ class MultiLabelClassifier(nn.Module):
     Attributes:
         backbone: The :class:`~chexviz.registry.Backbone`.
         head: The head module.
+        head_name: The head's name, as given.
+        dropout: The head's dropout probability (the default resolved).
         labels: Output names.
         num_labels: Number of outputs.
         in_channels: Input channels.
