@@ -180,6 +180,8 @@ def _explanation(images: torch.Tensor) -> Explanation:
 def test_score_faithfulness_rows_and_reference() -> None:
     model = RegionModel()
     frame = score_faithfulness(model, _explanation(torch.ones(2, 1, SIZE, SIZE)), baseline="zero")
+    # per image: one random-order pass per mode for both classes, one pass per class and mode
+    assert model.calls == 2 * (2 + 2 * 2)
     assert list(frame.columns) == [
         "index",
         "label",

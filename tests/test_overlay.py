@@ -86,6 +86,14 @@ def test_uint8_image_is_scaled() -> None:
     assert (pixels == 255).all()
 
 
+def test_boolean_mask_heatmap() -> None:
+    mask = np.zeros((2, 2), dtype=bool)
+    mask[0, 1] = True
+    pixels = np.asarray(overlay_heatmap(np.zeros((2, 2)), mask, alpha=1.0))
+    np.testing.assert_array_equal(pixels[0, 1], _rgb255("inferno", 1.0))
+    np.testing.assert_array_equal(pixels[1, 1], _rgb255("inferno", 0.0))
+
+
 def test_colormap_object_is_accepted() -> None:
     cmap = matplotlib.colormaps["magma"]
     pixels = np.asarray(overlay_heatmap(np.zeros((2, 2)), np.ones((2, 2)), alpha=1.0, cmap=cmap))

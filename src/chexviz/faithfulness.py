@@ -61,12 +61,12 @@ class PerturbationCurve:
         return float(np.trapezoid(self.probabilities, self.fractions))
 
 
-def _module_device(model: nn.Module) -> torch.device:
-    for parameter in model.parameters():
-        return parameter.device
-    for buffer in model.buffers():
-        return buffer.device
-    return torch.device("cpu")
+def _device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
+    """Where the model lives and the floating type its inputs should have."""
+    for tensor in (*model.parameters(), *model.buffers()):
+        if tensor.is_floating_point():
+            return tensor.device, tensor.dtype
+    return torch.device("cpu"), torch.float32
 
 
 def _class_position(model: nn.Module, class_index: int | str) -> int:
@@ -192,6 +192,25 @@ def perturbation_curve(
     Raises:
         ValueError: For a bad mode, steps, batch size, baseline, shape or class index.
     """
+    position = _class_position(model, class_index)
+    return _curves(
+        model, image, heatmap, [position], mode, steps, baseline, blur_sigma, batch_size, seed
+    )[0]
+
+
+def _curves(
+    model: nn.Module,
+    image: torch.Tensor,
+    heatmap: torch.Tensor | np.ndarray,
+    positions: list[int],
+    mode: Mode,
+    steps: int,
+    baseline: Baseline,
+    blur_sigma: float | None,
+    batch_size: int,
+    seed: int,
+) -> list[PerturbationCurve]:
+    """One perturbation sequence, read out for several output positions at once."""
     if mode not in ("deletion", "insertion"):
         raise ValueError(f"mode must be 'deletion' or 'insertion', got {mode!r}")
     if steps < 1:
@@ -202,14 +221,14 @@ def perturbation_curve(
         raise ValueError(f"image must be [C, H, W], got shape {tuple(image.shape)}")
     height, width = int(image.shape[1]), int(image.shape[2])
     heat = _as_heat(heatmap, (height, width))
-    position = _class_position(model, class_index)
 
-    device = _module_device(model)
-    original = image.detach().to(device, torch.float32)
+    device, dtype = _device_dtype(model)
+    original = image.detach().to(device, dtype)
     base = _baseline_image(original, baseline, blur_sigma)
     ranks = torch.from_numpy(_pixel_ranks(heat, seed)).to(device)
     counts = np.rint(np.linspace(0.0, 1.0, steps + 1) * height * width).astype(np.int64)
     start, end = (original, base) if mode == "deletion" else (base, original)
+    columns = torch.as_tensor(positions, device=device)
 
     flags = [(module, module.training) for module in model.modules()]
     model.eval()
@@ -219,22 +238,22 @@ def perturbation_curve(
             for first in range(0, len(counts), batch_size):
                 chunk = torch.as_tensor(counts[first : first + batch_size], device=device)
                 changed = (ranks[None] < chunk[:, None, None])[:, None]  # [k, 1, H, W]
-                batch = torch.where(changed, end[None], start[None])
-                logits = model(batch)
-                if logits.ndim != 2 or not 0 <= position < logits.shape[1]:
+                logits = model(torch.where(changed, end[None], start[None]))
+                if logits.ndim != 2 or not all(0 <= p < logits.shape[1] for p in positions):
                     raise ValueError(
-                        f"class index {position} is out of range for model output of shape "
+                        f"class index {positions} is out of range for model output of shape "
                         f"{tuple(logits.shape)}"
                     )
-                probabilities.append(torch.sigmoid(logits[:, position].float()).cpu())
+                probabilities.append(torch.sigmoid(logits[:, columns].float()).cpu())
     finally:
         for module, training in flags:
             module.training = training
-    return PerturbationCurve(
-        mode=mode,
-        fractions=counts / (height * width),
-        probabilities=torch.cat(probabilities).numpy().astype(np.float64),
-    )
+    table = torch.cat(probabilities).numpy().astype(np.float64)  # [steps + 1, len(positions)]
+    fractions = counts / (height * width)
+    return [
+        PerturbationCurve(mode=mode, fractions=fractions, probabilities=table[:, k])
+        for k in range(len(positions))
+    ]
 
 
 def deletion_score(
@@ -350,29 +369,26 @@ def score_faithfulness(
         ``zero_map``, ``deletion``, ``insertion`` and, with ``reference``, the random scores.
     """
 
-    def auc(
-        image: torch.Tensor, heat: torch.Tensor | np.ndarray, position: int, mode: Mode
-    ) -> float:
-        return perturbation_curve(
-            model,
-            image,
-            heat,
-            position,
-            mode=mode,
-            steps=steps,
-            baseline=baseline,
-            blur_sigma=blur_sigma,
-            batch_size=batch_size,
-            seed=seed,
-        ).auc
+    def curves(
+        image: torch.Tensor, heat: torch.Tensor | np.ndarray, positions: list[int], mode: Mode
+    ) -> list[PerturbationCurve]:
+        return _curves(
+            model, image, heat, positions, mode, steps, baseline, blur_sigma, batch_size, seed
+        )
 
     modes: tuple[Mode, ...] = ("deletion", "insertion")
     rows: list[dict[str, object]] = []
     for index in range(len(explanation)):
         image = explanation.images[index]
-        flat = np.zeros(tuple(image.shape[1:]))
-        for label in explanation.classes[index]:
-            position = explanation.labels.index(label)
+        labels = explanation.classes[index]
+        positions = [explanation.labels.index(label) for label in labels]
+        random: dict[str, list[PerturbationCurve]] = {}
+        if reference and labels:
+            # an all-zero map is ranked by the seeded random field alone; the perturbed images
+            # do not depend on the class, so one pass serves every class of the image
+            flat = np.zeros(tuple(image.shape[1:]))
+            random = {mode: curves(image, flat, positions, mode) for mode in modes}
+        for k, (label, position) in enumerate(zip(labels, positions, strict=True)):
             heat = explanation.heatmaps[index][label]
             row: dict[str, object] = {
                 "index": index,
@@ -381,10 +397,9 @@ def score_faithfulness(
                 "zero_map": label in explanation.zero_maps[index],
             }
             for mode in modes:
-                row[mode] = auc(image, heat, position, mode)
+                row[mode] = curves(image, heat, [position], mode)[0].auc
                 if reference:
-                    # an all-zero map is ranked by the seeded random field alone
-                    row[f"{mode}_random"] = auc(image, flat, position, mode)
+                    row[f"{mode}_random"] = random[mode][k].auc
             rows.append(row)
     columns = ["index", "label", "probability", "zero_map", "deletion", "insertion"]
     if reference:

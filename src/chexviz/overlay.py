@@ -36,9 +36,11 @@ def _shape(value: ArrayLike) -> tuple[int, ...]:
 
 
 def _unit_float(array: np.ndarray, name: str) -> np.ndarray:
-    """Returns ``array`` as float64 in [0, 1]; uint8 input is scaled by 1/255."""
+    """Returns ``array`` as float64 in [0, 1]; uint8 is scaled by 1/255, bool read as 0/1."""
     if array.dtype == np.uint8:
         return array.astype(np.float64) / 255.0
+    if array.dtype == np.bool_:
+        return array.astype(np.float64)
     if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
         raise TypeError(f"{name} must hold numbers, got dtype {array.dtype}")
     out = array.astype(np.float64)
@@ -137,7 +139,8 @@ def overlay_heatmap(
         image: Greyscale or RGB image with values in [0, 1] (or ``uint8``): a tensor
             ``[C, H, W]`` or ``[H, W]``, or an array ``[H, W]``, ``[H, W, C]`` or ``[C, H, W]``
             with ``C`` 1 or 3.
-        heatmap: Map ``[H, W]`` with values in [0, 1], at the image's resolution.
+        heatmap: Map ``[H, W]`` with values in [0, 1] (or a boolean mask), at the image's
+            resolution.
         alpha: Weight of the heatmap colour, from 0 (image only) to 1 (heatmap only).
         cmap: A matplotlib colormap or its registered name.
 

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from chexviz._version import __version__
+from chexviz.explanation import Explanation
 from chexviz.overlay import _colormap, image_to_pil, overlay_heatmap
 
 if TYPE_CHECKING:
@@ -35,7 +36,6 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
     from PIL import Image
 
-    from chexviz.explanation import Explanation
 
 __all__ = ["save_study_figure", "study_figure", "write_html_report"]
 
@@ -342,8 +342,6 @@ def write_html_report(
     Raises:
         ValueError: If there is no image, or ``names`` does not have one entry per image.
     """
-    from chexviz.explanation import Explanation
-
     batches = [explanations] if isinstance(explanations, Explanation) else list(explanations)
     slots = [(batch, index) for batch in batches for index in range(len(batch))]
     if not slots:
