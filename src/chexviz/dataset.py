@@ -310,6 +310,7 @@ class CheXpertDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
 
     def _resolve_paths(self, rows: pd.DataFrame) -> list[Path]:
         prefixes = {*RELEASE_FOLDERS, self.image_root.name}
+        root = str(self.image_root)
         mismatch = ""
         paths = []
         for row, value in zip(rows.index, rows["Path"], strict=True):
@@ -326,7 +327,8 @@ class CheXpertDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
                 if parts[0] != self.image_root.name and self.image_root.name in RELEASE_FOLDERS:
                     mismatch = parts[0]
                 parts = parts[1:]
-            paths.append(self.image_root.joinpath(*parts))
+            # One string join: Path.joinpath(*parts) is the slowest step for 200,000 rows.
+            paths.append(Path(root + "/" + "/".join(parts)))
         if mismatch:
             logger.warning(
                 "%s names images under %s/ but they are read from %s",
