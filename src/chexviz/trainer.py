@@ -42,7 +42,7 @@ from chexviz.checkpoint import (
     save_training_state,
 )
 from chexviz.history import EpochRecord, History
-from chexviz.losses import MaskedBCEWithLogitsLoss, masked_bce_sum
+from chexviz.losses import MaskedBCEWithLogitsLoss, masked_bce_sum, masked_bce_with_logits
 from chexviz.metrics import Metrics, compute_metrics
 from chexviz.thresholds import ThresholdMetric, tune_thresholds
 from chexviz.weights import read_weights
@@ -477,13 +477,15 @@ class Trainer:
                 f"targets have shape {tuple(targets.shape)} but the model outputs "
                 f"{tuple(logits.shape)}"
             )
-        loss = self.loss_fn(logits, targets).item()
+        # Outputs were gathered to the CPU; the loss's pos_weight lives on the training device.
+        weight = self.loss_fn.pos_weight
+        loss = masked_bce_with_logits(logits, targets, None if weight is None else weight.cpu())
         return compute_metrics(
             torch.sigmoid(logits).numpy(),
             targets.numpy(),
             self.model.thresholds.cpu().numpy(),
             self.model.labels,
-            loss=loss,
+            loss=loss.item(),
         )
 
     def evaluate(self, dataset: _SizedDataset) -> Metrics:
