@@ -11,7 +11,8 @@ read time, so one cache serves ``in_channels=1`` and ``in_channels=3``.
 
 Files are written atomically: the pixels go to a temporary file that is renamed into place
 when complete, and the JSON metadata, renamed last, marks the cache as trusted. An interrupted
-build leaves at most a temporary file, which is never opened.
+build removes its temporary file; a process killed outright can leave a hidden
+``.chexviz-*.tmp`` file behind, which is never opened and may be deleted.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import logging
 import os
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -39,6 +41,7 @@ from chexviz.images import ImageDecodeError
 
 __all__ = [
     "CACHE_FORMAT_VERSION",
+    "LOAD_ERRORS",
     "ImageCache",
     "cache_key",
     "default_workers",
@@ -187,8 +190,13 @@ def open_or_build_cache(
         image_size,
         f" from {description}" if description else "",
     )
+    started = time.perf_counter()
     failures = _build(
         data_path, count, image_size, loader, on_error, workers or default_workers(), progress
+    )
+    seconds = time.perf_counter() - started
+    logger.info(
+        "cached %d images in %.1f s (%.0f images/s)", count, seconds, count / max(seconds, 1e-9)
     )
     meta = {
         "format": CACHE_FORMAT_VERSION,
