@@ -768,6 +768,14 @@ def test_all_zero_map_is_reported_not_divided_by_zero() -> None:
     assert float(explanation.heatmaps[0]["0"].max()) == 1.0
 
 
+def test_non_finite_maps_are_an_error() -> None:
+    model = _tiny()
+    with torch.no_grad():
+        model.head.weight[3, 0] = float("nan")
+    with pytest.raises(ValueError, match=r"Grad-CAM map of class '\d' for image 0 is not finite"):
+        GradCAM(model, "block").explain(_images(1, size=16), classes=[0, 3])
+
+
 def test_heatmap_is_normalised_bilinear_upsampling_of_raw_map() -> None:
     model = _classifier("simple_cnn")
     explanation = GradCAM(model).explain(_images(1), classes=["Edema"])

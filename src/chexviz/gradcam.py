@@ -552,8 +552,10 @@ class GradCAM:
         raw: torch.Tensor | None,
     ) -> Explanation:
         batch = int(images.shape[0])
-        heat: torch.Tensor | None = None
-        zero: torch.Tensor | None = None
+        classes = [tuple(labels[k] for k in row) for row in wanted]
+        heatmaps: list[dict[str, torch.Tensor]] = [{} for _ in range(batch)]
+        raw_maps: list[dict[str, torch.Tensor]] = [{} for _ in range(batch)]
+        zero_maps: list[frozenset[str]] = [frozenset() for _ in range(batch)]
         if raw is not None:
             height, width = (int(n) for n in images.shape[-2:])
             slots, _, h, w = raw.shape
@@ -564,26 +566,20 @@ class GradCAM:
                 align_corners=False,
             )
             heat = _minmax(up.reshape(slots, batch, height, width)).cpu()
-            zero = (raw.amax(dim=(-2, -1)) == 0).cpu()
+            zero = (raw.amax(dim=(-2, -1)) == 0).cpu().tolist()
+            finite = torch.isfinite(raw).all(dim=(-2, -1)).cpu().tolist()
             raw = raw.cpu()
-        classes, heatmaps, raw_maps, zero_maps = [], [], [], []
-        for b, row in enumerate(wanted):
-            names = tuple(labels[k] for k in row)
-            if raw is not None and heat is not None and zero is not None:
+            for b, names in enumerate(classes):
                 for j, name in enumerate(names):
-                    if not bool(torch.isfinite(raw[j, b]).all()):
+                    if not finite[j][b]:
                         raise ValueError(
                             f"the Grad-CAM map of class {name!r} for image {b} is not finite "
                             f"(non-finite activations or gradients at {self.target_layer_name!r})"
                         )
-                heatmaps.append({name: heat[j, b].clone() for j, name in enumerate(names)})
-                raw_maps.append({name: raw[j, b].clone() for j, name in enumerate(names)})
-                zero_maps.append(frozenset(n for j, n in enumerate(names) if bool(zero[j, b])))
-            else:
-                heatmaps.append({})
-                raw_maps.append({})
-                zero_maps.append(frozenset())
-            classes.append(names)
+                # Copies, so that a kept map does not pin the whole batch's tensor in memory.
+                heatmaps[b] = {name: heat[j, b].clone() for j, name in enumerate(names)}
+                raw_maps[b] = {name: raw[j, b].clone() for j, name in enumerate(names)}
+                zero_maps[b] = frozenset(n for j, n in enumerate(names) if zero[j][b])
         return Explanation(
             images=images,
             labels=labels,
