@@ -33,6 +33,9 @@ _MEDIASTINUM = 0.22
 _ABDOMEN = 0.18
 _METAL = 0.55
 
+BOX_MARGIN = 0.015
+"""Margin added around each sign's tight box, as a fraction of the image width / height."""
+
 
 @dataclass(frozen=True)
 class Anatomy:
@@ -145,17 +148,17 @@ class _Window:
         """``a`` broadcast to the window's shape."""
         return np.broadcast_to(a, self.shape)
 
-    def box(self, mask: npt.NDArray[np.bool_], margin: int = 0) -> Box | None:
+    def box(self, mask: npt.NDArray[np.bool_]) -> Box | None:
         """The tight pixel box of ``mask`` (shaped like the window), or None when it is empty."""
         mask = np.broadcast_to(mask, self.shape)
         cols = np.flatnonzero(mask.any(axis=0))
         rows = np.flatnonzero(mask.any(axis=1))
         if cols.size == 0:
             return None
-        x0 = int(self.cols.start) + int(cols[0]) - margin
-        y0 = int(self.rows.start) + int(rows[0]) - margin
-        x1 = int(self.cols.start) + int(cols[-1]) + 1 + margin
-        y1 = int(self.rows.start) + int(rows[-1]) + 1 + margin
+        x0 = int(self.cols.start) + int(cols[0])
+        y0 = int(self.rows.start) + int(rows[0])
+        x1 = int(self.cols.start) + int(cols[-1]) + 1
+        y1 = int(self.rows.start) + int(rows[-1]) + 1
         return (x0, y0, x1, y1)
 
 
@@ -292,8 +295,8 @@ def _side(rng: np.random.Generator) -> int:
 
 def _sample_cardiomegaly(rng: np.random.Generator, a: Anatomy) -> Params:
     return {
-        "scale_x": float(rng.uniform(1.35, 1.55)),
-        "scale_y": float(rng.uniform(1.1, 1.25)),
+        "scale_x": float(rng.uniform(1.45, 1.7)),
+        "scale_y": float(rng.uniform(1.15, 1.3)),
         "shift_u": float(rng.uniform(0.01, 0.03)),
         "shift_v": float(rng.uniform(-0.02, 0.0)),
     }
@@ -301,7 +304,7 @@ def _sample_cardiomegaly(rng: np.random.Generator, a: Anatomy) -> Params:
 
 def _sample_mediastinum(rng: np.random.Generator, a: Anatomy) -> Params:
     return {
-        "amp": float(rng.uniform(0.05, 0.08)),
+        "amp": float(rng.uniform(0.06, 0.09)),
         "centre": float(rng.uniform(0.24, 0.32)),
         "spread": float(rng.uniform(0.06, 0.085)),
         "asym": float(rng.uniform(0.7, 1.3)),
@@ -315,14 +318,14 @@ def _sample_opacity(rng: np.random.Generator, a: Anatomy) -> Params:
         "side": side,
         "u": u,
         "v": v,
-        "amp": float(rng.uniform(0.17, 0.26)),
-        "n": float(rng.integers(3, 7)),
+        "amp": float(rng.uniform(0.26, 0.34)),
+        "n": float(rng.integers(4, 8)),
     }
-    spread = float(rng.uniform(0.035, 0.06))
+    spread = float(rng.uniform(0.03, 0.05))
     for i in range(int(p["n"])):
         p[f"du{i}"] = float(rng.normal(0.0, spread))
         p[f"dv{i}"] = float(rng.normal(0.0, spread * 1.2))
-        p[f"s{i}"] = float(rng.uniform(0.018, 0.03))
+        p[f"s{i}"] = float(rng.uniform(0.022, 0.035))
     return p
 
 
@@ -332,8 +335,8 @@ def _sample_lesion(rng: np.random.Generator, a: Anatomy) -> Params:
     return {
         "u": u,
         "v": v,
-        "r": float(rng.uniform(0.03, 0.045)),
-        "amp": float(rng.uniform(0.28, 0.38)),
+        "r": float(rng.uniform(0.045, 0.065)),
+        "amp": float(rng.uniform(0.36, 0.46)),
         "lobes": float(rng.uniform(0.0, 0.15)),
         "phase": float(rng.uniform(0.0, 2 * math.pi)),
     }
@@ -341,7 +344,7 @@ def _sample_lesion(rng: np.random.Generator, a: Anatomy) -> Params:
 
 def _sample_edema(rng: np.random.Generator, a: Anatomy) -> Params:
     return {
-        "offset": float(rng.uniform(0.12, 0.15)),
+        "offset": float(rng.uniform(0.11, 0.13)),
         "v": float(rng.uniform(0.43, 0.49)),
         "su": float(rng.uniform(0.065, 0.085)),
         "sv": float(rng.uniform(0.09, 0.12)),
@@ -368,10 +371,10 @@ def _sample_atelectasis(rng: np.random.Generator, a: Anatomy) -> Params:
     return {
         "u": u,
         "v": v,
-        "length": float(rng.uniform(0.12, 0.19)),
-        "thick": float(rng.uniform(0.016, 0.024)),
+        "length": float(rng.uniform(0.2, 0.28)),
+        "thick": float(rng.uniform(0.032, 0.045)),
         "angle": float(rng.uniform(-0.35, 0.35)),
-        "amp": float(rng.uniform(0.28, 0.36)),
+        "amp": float(rng.uniform(0.32, 0.4)),
         "second": float(rng.random() < 0.3),
     }
 
@@ -379,7 +382,7 @@ def _sample_atelectasis(rng: np.random.Generator, a: Anatomy) -> Params:
 def _sample_pneumothorax(rng: np.random.Generator, a: Anatomy) -> Params:
     return {
         "side": _side(rng),
-        "depth": float(rng.uniform(0.2, 0.35)),
+        "depth": float(rng.uniform(0.25, 0.4)),
         "lower": a.lung_cy + a.lung_ry * float(rng.uniform(-0.1, 0.25)),
     }
 
@@ -479,12 +482,18 @@ class _Frontal:
             shift_u=float(rng.uniform(-0.025, 0.025)),
             shift_v=float(rng.uniform(-0.025, 0.025)),
         )
+        # Signs draw their noise from their own stream, so adding a sign to a study changes
+        # nothing in the image outside the sign.
+        self.sign_rng = np.random.default_rng(int(rng.integers(2**63)))
         self.boxes: dict[str, list[Box]] = {}
 
     def _add_box(self, label: str, box: Box | None) -> None:
+        """Records a sign's box, with the margin an annotator would leave, clipped to the image."""
         if box is None:
             return
-        x0, y0, x1, y1 = box
+        mx = round(BOX_MARGIN * self.c.width)
+        my = round(BOX_MARGIN * self.c.height)
+        x0, y0, x1, y1 = box[0] - mx, box[1] - my, box[2] + mx, box[3] + my
         clipped = (max(x0, 0), max(y0, 0), min(x1, self.c.width), min(y1, self.c.height))
         if clipped[0] < clipped[2] and clipped[1] < clipped[3]:
             self.boxes.setdefault(label, []).append(clipped)
@@ -550,7 +559,7 @@ class _Frontal:
         pneumothorax = self._pneumothorax(lung)
         c.density -= _AERATED * lung
         c.density += self._markings(full, lung) * (1.0 - pneumothorax)
-        c.density -= 0.11 * pneumothorax * lung
+        c.density -= 0.13 * pneumothorax * lung
 
         self._trachea(central)
         self._ribs(full, body * (1.0 - 0.7 * central) * (1.0 - 0.8 * abdomen))
@@ -716,7 +725,7 @@ class _Frontal:
         rim = _ramp(radius - edge, 0.02) * limit * local
         line = _ramp(0.012 - np.abs(radius - edge), 0.01) * limit * local
         out[w.rows, w.cols] = rim
-        c.add(w, 0.12 * line)
+        c.add(w, 0.16 * line)
         self._add_box("Pneumothorax", w.box((rim > 0.5) | (line > 0.5)))
         return out
 
@@ -742,7 +751,7 @@ class _Frontal:
             self._add_box("Pleural Effusion", w.box(alpha > 0.5))
 
     def _consolidation(self, p: Params, lung: Array) -> None:
-        a, c, rng = self.a, self.c, self.rng
+        a, c, rng = self.a, self.c, self.sign_rng
         side = int(p["side"])
         w = self._lung_window(side)
         cx = a.lung_cx(side)
@@ -765,7 +774,7 @@ class _Frontal:
         self._add_box("Consolidation", w.box(alpha > 0.5))
 
     def _opacity(self, p: Params, lung: Array) -> None:
-        c, rng = self.c, self.rng
+        c, rng = self.c, self.sign_rng
         w = self._lung_window(int(p["side"]))
         blobs = np.zeros(w.shape, dtype=np.float32)
         for i in range(int(p["n"])):
@@ -776,10 +785,12 @@ class _Frontal:
         )
         alpha = patchy * lung[w.rows, w.cols]
         c.add(w, p["amp"] * alpha)
-        self._add_box("Lung Opacity", w.box(alpha > 0.3))
+        self._add_box("Lung Opacity", w.box(alpha > 0.2))
 
     def _edema(self, p: Params, lung: Array) -> None:
-        c, rng = self.c, self.rng
+        # One box over both lungs: edema is a single, bilateral perihilar finding.
+        c, rng = self.c, self.sign_rng
+        parts: list[Box] = []
         for side in (-1, 1):
             hu = 0.5 + side * p["offset"]
             w = c.window(
@@ -789,7 +800,12 @@ class _Frontal:
             grain = 0.85 + 0.15 * _smooth_noise(rng, w.shape, 6.0)
             alpha = haze * lung[w.rows, w.cols]
             c.add(w, p["amp"] * alpha * grain)
-            self._add_box("Edema", w.box(alpha > 0.35))
+            part = w.box(alpha > 0.3)
+            if part is not None:
+                parts.append(part)
+        if parts:
+            x0s, y0s, x1s, y1s = zip(*parts, strict=True)
+            self._add_box("Edema", (min(x0s), min(y0s), max(x1s), max(y1s)))
 
     def _atelectasis(self, p: Params, lung: Array) -> None:
         c = self.c
@@ -835,8 +851,8 @@ class _Frontal:
             image, draw = c.layer()
             u = 0.5 + p["ett_u"]
             top, tip = c.to_px(u, -0.1), c.to_px(u, p["ett_tip"])
-            draw.line([top, tip], fill=150, width=max(3, round(0.013 * unit)))
-            draw.line([top, tip], fill=255, width=max(1, round(0.004 * unit)))
+            draw.line([top, tip], fill=150, width=max(3, round(0.018 * unit)))
+            draw.line([top, tip], fill=255, width=max(1, round(0.005 * unit)))
             layers.append(image)
         if "cvc_side" in p:
             side = p["cvc_side"]
@@ -873,7 +889,7 @@ class _Frontal:
                 continue
             c.density += (_METAL / 255.0) * np.asarray(image, dtype=np.float32)
             x0, y0, x1, y1 = bbox
-            self._add_box("Support Devices", (x0 - 1, y0 - 1, x1 + 1, y1 + 1))
+            self._add_box("Support Devices", (x0, y0, x1, y1))
 
 
 def _finish(density: Array, rng: np.random.Generator) -> npt.NDArray[np.uint8]:
