@@ -33,7 +33,7 @@ _MEDIASTINUM = 0.22
 _ABDOMEN = 0.18
 _METAL = 0.55
 
-BOX_MARGIN = 0.015
+BOX_MARGIN = 0.025
 """Margin added around each sign's tight box, as a fraction of the image width / height."""
 
 
@@ -229,14 +229,20 @@ class Canvas:
         return image, ImageDraw.Draw(image)
 
 
-def _capsule(w: _Window, p0: tuple[float, float], p1: tuple[float, float], radius: float) -> Array:
-    """Soft alpha of a thick line segment between two pixel points, ``radius`` in pixels."""
+def _capsule(
+    w: _Window,
+    p0: tuple[float, float],
+    p1: tuple[float, float],
+    radius: float,
+    edge: float = 1.5,
+) -> Array:
+    """Soft alpha of a thick line segment between two pixel points (``radius``, ``edge`` in px)."""
     dx, dy = p1[0] - p0[0], p1[1] - p0[1]
     length2 = max(dx * dx + dy * dy, 1e-6)
     t = np.clip(((w.x - p0[0]) * dx + (w.y - p0[1]) * dy) * (1.0 / length2), 0.0, 1.0)
     ex = w.x - (p0[0] + t * dx)
     ey = w.y - (p0[1] + t * dy)
-    return _ramp(radius - np.sqrt(ex * ex + ey * ey), 1.5)
+    return _ramp(radius - np.sqrt(ex * ex + ey * ey), edge)
 
 
 def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], cell: float) -> Array:
@@ -325,7 +331,7 @@ def _sample_opacity(rng: np.random.Generator, a: Anatomy) -> Params:
     for i in range(int(p["n"])):
         p[f"du{i}"] = float(rng.normal(0.0, spread))
         p[f"dv{i}"] = float(rng.normal(0.0, spread * 1.2))
-        p[f"s{i}"] = float(rng.uniform(0.022, 0.035))
+        p[f"s{i}"] = float(rng.uniform(0.028, 0.042))
     return p
 
 
@@ -335,8 +341,8 @@ def _sample_lesion(rng: np.random.Generator, a: Anatomy) -> Params:
     return {
         "u": u,
         "v": v,
-        "r": float(rng.uniform(0.045, 0.065)),
-        "amp": float(rng.uniform(0.36, 0.46)),
+        "r": float(rng.uniform(0.05, 0.07)),
+        "amp": float(rng.uniform(0.45, 0.55)),
         "lobes": float(rng.uniform(0.0, 0.15)),
         "phase": float(rng.uniform(0.0, 2 * math.pi)),
     }
@@ -374,7 +380,7 @@ def _sample_atelectasis(rng: np.random.Generator, a: Anatomy) -> Params:
         "length": float(rng.uniform(0.2, 0.28)),
         "thick": float(rng.uniform(0.032, 0.045)),
         "angle": float(rng.uniform(-0.35, 0.35)),
-        "amp": float(rng.uniform(0.32, 0.4)),
+        "amp": float(rng.uniform(0.28, 0.34)),
         "second": float(rng.random() < 0.3),
     }
 
@@ -815,12 +821,11 @@ class _Frontal:
         radius = 0.5 * p["thick"] * c.px_per_v()
         reach = (half + 4 * radius) / c.px_per_u()
         w = c.window(p["u"] - reach, p["v"] - reach, p["u"] + reach, p["v"] + reach * 1.6)
-        band = _capsule(w, (cx - dx, cy - dy), (cx + dx, cy + dy), radius)
+        band = _capsule(w, (cx - dx, cy - dy), (cx + dx, cy + dy), radius, edge=4.0)
         if p["second"]:
             gap = 3.5 * radius
-            band = np.maximum(
-                band, _capsule(w, (cx - dx * 0.7, cy + gap), (cx + dx * 0.8, cy + gap), radius)
-            )
+            second = _capsule(w, (cx - dx * 0.7, cy + gap), (cx + dx * 0.8, cy + gap), radius, 4.0)
+            band = np.maximum(band, second)
         alpha = band * lung[w.rows, w.cols]
         c.add(w, p["amp"] * alpha)
         self._add_box("Atelectasis", w.box(alpha > 0.5))
