@@ -460,10 +460,10 @@ class GradCAM:
         return torch.stack(tensors)
 
     def _expectation(self) -> str:
-        channels = self._in_channels if self._in_channels is not None else "C"
-        size = self._image_size if self._image_size is not None else None
-        if self._in_channels is None and size is None:
+        if self._in_channels is None and self._image_size is None:
             return ""
+        channels = self._in_channels if self._in_channels is not None else "C"
+        size = self._image_size
         spatial = f"{size}, {size}" if size is not None else "H, W"
         return f", but the model expects [B, {channels}, {spatial}]"
 
