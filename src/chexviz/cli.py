@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from chexviz._version import __version__
+from chexviz.gradcam import METHODS
 from chexviz.labels import CHEXPERT_LABELS, UncertaintyPolicy
 
 _EXIT_ERROR = 1
@@ -148,8 +149,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     explain.add_argument(
         "--method",
-        choices=("gradcam", "gradcam++", "xgradcam", "hirescam", "layercam"),
+        choices=METHODS,
         default="gradcam",
+        help="the CAM method",
     )
     explain.set_defaults(run=_run_explain)
     return parser
