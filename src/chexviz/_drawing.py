@@ -1,4 +1,4 @@
-"""Private drawing helpers of :mod:`chexviz.synthetic`: chest radiographs drawn with numpy.
+"""Private drawing helpers of `chexviz.synthetic`: chest radiographs drawn with numpy.
 
 An image is drawn as a *density* map and tone-mapped to 8-bit grey at the end. Geometry is given
 in normalised anatomical coordinates: ``u`` runs from 0 at the image's left edge to 1 at its
@@ -445,7 +445,7 @@ DRAWN_LABELS: tuple[str, ...] = tuple(_SAMPLERS)
 def sample_signs(
     labels: tuple[str, ...], anatomy: Anatomy, rng: np.random.Generator
 ) -> dict[str, Params]:
-    """Draws the parameters of the signs for ``labels`` (each in :data:`DRAWN_LABELS`)."""
+    """Draws the parameters of the signs for ``labels`` (each in `DRAWN_LABELS`)."""
     out: dict[str, Params] = {}
     for label in DRAWN_LABELS:  # fixed order, whatever order ``labels`` is in
         if label in labels:
@@ -924,7 +924,7 @@ def render_frontal(
 
     Args:
         anatomy: The patient's geometry.
-        signs: Sign parameters from :func:`sample_signs`, keyed by observation.
+        signs: Sign parameters from `sample_signs`, keyed by observation.
         width: Image width in pixels.
         height: Image height in pixels.
         ap: Whether the film is AP (slightly magnified heart, less inspiration).

@@ -1,7 +1,7 @@
 """A synthetic data set in the exact format of the CheXpert release, with ground-truth boxes.
 
 The real CheXpert images cannot be downloaded without registering, so the demo, the tests and
-the documentation run on a generated stand-in. :func:`make_synthetic_chexpert` writes
+the documentation run on a generated stand-in. `make_synthetic_chexpert` writes
 
 ```
 root/CheXpert-v1.0-small/
@@ -13,11 +13,11 @@ root/CheXpert-v1.0-small/
 ```
 
 Frontal images are drawn chest radiographs (lungs, heart, mediastinum, diaphragm, ribs,
-clavicles, spine, soft tissue, noise) in which every observation of :data:`SIGN_LABELS` that is
+clavicles, spine, soft tissue, noise) in which every observation of `SIGN_LABELS` that is
 labelled positive (``1.0``) shows a visible sign in its anatomical place, and the sign's pixel
 box is written to the box file. Uncertain (``-1.0``), negative and blank labels get no sign, so
 the uncertain cells are really negative images; lateral views never carry signs or boxes.
-Labels follow the frequencies of the real ``train.csv`` (:data:`LABEL_FREQUENCIES`).
+Labels follow the frequencies of the real ``train.csv`` (`LABEL_FREQUENCIES`).
 """
 
 from __future__ import annotations
@@ -245,18 +245,18 @@ def make_synthetic_chexpert(
 
 
 def load_boxes(csv_path: str | os.PathLike[str]) -> pd.DataFrame:
-    """Reads and checks a box file written by :func:`make_synthetic_chexpert`.
+    """Reads and checks a box file written by `make_synthetic_chexpert`.
 
     Args:
         csv_path: A ``train_boxes.csv`` or ``valid_boxes.csv``.
 
     Returns:
-        A frame with the columns of :data:`BOX_COLUMNS`: ``Path`` and ``label`` strings,
+        A frame with the columns of `BOX_COLUMNS`: ``Path`` and ``label`` strings,
         the rest int64.
 
     Raises:
         FileNotFoundError: The file does not exist.
-        chexviz.labels.MissingColumnsError: A column of :data:`BOX_COLUMNS` is missing.
+        chexviz.labels.MissingColumnsError: A column of `BOX_COLUMNS` is missing.
         ValueError: A cell is malformed, a label is not a CheXpert observation, or a box is
             empty or reaches outside its image (the message names the line and column).
     """
@@ -290,7 +290,7 @@ def scale_boxes(boxes: pd.DataFrame, size: int) -> pd.DataFrame:
 
     Args:
         boxes: A frame with at least the columns ``x0, y0, x1, y1, width, height`` (as from
-            :func:`load_boxes`).
+            `load_boxes`).
         size: Side of the resized image, in pixels.
 
     Returns:
