@@ -3,8 +3,8 @@
 Three measurements on a set written by ``make_synthetic_chexpert``:
 
 1. **Speed**: images per minute for ``--patients`` train patients (plus a tenth as many
-   validation patients), drawn in this process (``workers=1``) and with two worker processes
-   (``workers=2``, whose start-up, importing chexviz, is included). Each into a fresh folder.
+   validation patients), drawn on one thread (``workers=1``) and on two (``workers=2``),
+   each into a fresh folder.
 2. **Boxes**: per drawn sign, the mean fraction of the image its boxes cover, which is the hit
    rate of a uniformly random point in the pointing game (the chance level).
 3. **Learnability** (skip with ``--no-learn``): ``simple_cnn`` trained with chexviz's

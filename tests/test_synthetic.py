@@ -355,7 +355,7 @@ def test_another_seed_gives_another_set(tmp_path: Path) -> None:
     assert (a / "train.csv").read_bytes() != (b / "train.csv").read_bytes()
 
 
-def test_worker_processes_give_the_same_bytes(tmp_path: Path) -> None:
+def test_worker_threads_give_the_same_bytes(tmp_path: Path) -> None:
     one = make_synthetic_chexpert(tmp_path / "one", n_patients=4, valid_patients=2, workers=1)
     two = make_synthetic_chexpert(tmp_path / "two", n_patients=4, valid_patients=2, workers=2)
     assert file_digests(one) == file_digests(two)
@@ -396,8 +396,9 @@ def test_a_set_with_missing_files_is_regenerated(tmp_path: Path) -> None:
     assert hashlib.sha256(victim.read_bytes()).hexdigest() == digest
 
 
+@pytest.mark.parametrize("workers", [1, 2])
 def test_a_failed_run_leaves_nothing_behind(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, workers: int
 ) -> None:
     calls = 0
     original = _drawing.render_frontal
@@ -411,7 +412,7 @@ def test_a_failed_run_leaves_nothing_behind(
 
     monkeypatch.setattr(_drawing, "render_frontal", flaky)
     with pytest.raises(RuntimeError, match="disk on fire"):
-        make_synthetic_chexpert(tmp_path, n_patients=5, valid_patients=0, workers=1)
+        make_synthetic_chexpert(tmp_path, n_patients=8, valid_patients=0, workers=workers)
     assert list(tmp_path.iterdir()) == []
 
 

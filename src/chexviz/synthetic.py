@@ -497,8 +497,12 @@ def _run(tasks: list[_Task], workers: int) -> Iterator[_Result]:
     # Threads, not processes: NumPy and PIL's JPEG encoder release the GIL, and a process pool
     # would re-import the caller's script (and torch) in every worker, which breaks scripts
     # without an ``if __name__ == "__main__"`` guard.
-    with ThreadPoolExecutor(max_workers=workers) as pool:
+    pool = ThreadPoolExecutor(max_workers=workers)
+    try:
         yield from pool.map(_run_task, tasks)
+    finally:
+        # After a failure, drop the patients not started yet instead of drawing them first.
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _write_csv(path: Path, header: Iterable[str], rows: Iterable[Iterable[object]]) -> None:
