@@ -144,10 +144,6 @@ class _Window:
     def shape(self) -> tuple[int, int]:
         return (self.y.shape[0], self.x.shape[1])
 
-    def full(self, a: Array) -> Array:
-        """``a`` broadcast to the window's shape."""
-        return np.broadcast_to(a, self.shape)
-
     def box(self, mask: npt.NDArray[np.bool_]) -> Box | None:
         """The tight pixel box of ``mask`` (shaped like the window), or None when it is empty."""
         mask = np.broadcast_to(mask, self.shape)
@@ -536,7 +532,7 @@ class _Frontal:
         full = c.everything()
         shape = full.shape
 
-        # Body outline: a neck at the top widening to the shoulders.
+        # Body outline: the chest wall, wider at the shoulders where the arms join.
         half = 0.46 + 0.06 * _ramp(0.18 - full.v, 0.15)
         body = _ramp(half - np.abs(full.u - 0.5), 0.03)
         c.density += 0.03 + (_SOFT_TISSUE - 0.03) * body
