@@ -78,7 +78,11 @@ def _read_raw_header(path: Path) -> dict[str, Any]:
     size = path.stat().st_size
     with path.open("rb") as fh:
         prefix = fh.read(8)
-        if prefix[:2] == b"PK" or prefix[:1] == b"\x80":
+        length = struct.unpack("<Q", prefix)[0] if len(prefix) == 8 else -1
+        fits = 0 <= length <= _MAX_HEADER_BYTES and 8 + length <= size
+        # A safetensors header length can start with the same bytes as a pickle (e.g. 3200 is
+        # 0x80 0x0c ...), so only a prefix that is not a plausible length counts as a pickle.
+        if not fits and (prefix[:2] == b"PK" or prefix[:1] == b"\x80"):
             raise _fail(
                 path,
                 "this is a pickle / torch.save file, not a safetensors chexviz file; chexviz "
@@ -86,8 +90,7 @@ def _read_raw_header(path: Path) -> dict[str, Any]:
             )
         if len(prefix) < 8:
             raise _fail(path, f"not a safetensors chexviz file ({size} bytes, too short)")
-        (length,) = struct.unpack("<Q", prefix)
-        if length > _MAX_HEADER_BYTES or 8 + length > size:
+        if not fits:
             raise _fail(
                 path,
                 f"not a safetensors chexviz file or truncated: header claims {length} bytes but "
@@ -98,7 +101,9 @@ def _read_raw_header(path: Path) -> dict[str, Any]:
         raise _fail(path, "not a safetensors chexviz file (no JSON header)")
     try:
         header = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:
+        # ValueError covers bad UTF-8, bad JSON and integers too long to convert;
+        # RecursionError deeply nested arrays.
         raise _fail(path, f"safetensors header is not valid JSON: {exc}") from exc
     if not isinstance(header, dict):
         raise _fail(path, "safetensors header is not a JSON object")
@@ -170,7 +175,7 @@ def _chexviz_header(file: Path) -> tuple[dict[str, Any], dict[str, Any]]:
         raise _fail(file, "safetensors file without a chexviz header (not written by chexviz)")
     try:
         header = json.loads(metadata[_HEADER_KEY])
-    except (TypeError, json.JSONDecodeError) as exc:
+    except (TypeError, ValueError, RecursionError) as exc:
         raise _fail(file, f"chexviz header is not valid JSON: {exc}") from exc
     if not isinstance(header, dict) or header.get("format") != _FORMAT:
         raise _fail(file, "chexviz header lacks format='chexviz'")
@@ -335,7 +340,10 @@ def check_state_dict(
     source: str,
     model: str,
 ) -> None:
-    """Check that ``found`` has exactly ``expected``'s keys and shapes.
+    """Check that ``found`` has exactly ``expected``'s keys, shapes and dtypes, all finite.
+
+    ``load_state_dict`` would silently cast a float64, integer or boolean tensor into a float32
+    parameter, so a file is only accepted with the very dtypes the rebuilt model has.
 
     Args:
         expected: The model's ``state_dict()``.
@@ -344,28 +352,46 @@ def check_state_dict(
         model: A description of the model (e.g. its backbone and head), for the message.
 
     Raises:
-        WeightFileError: Naming missing and unexpected keys (first few) and shape mismatches.
+        WeightFileError: Naming missing and unexpected keys (first few), shape and dtype
+            mismatches, and tensors holding NaN or infinity.
     """
     missing = sorted(set(expected) - set(found))
     unexpected = sorted(set(found) - set(expected))
+    common = sorted(set(expected) & set(found))
     mismatched = [
         f"{k}: file {_shape(found[k])} vs model {_shape(expected[k])}"
-        for k in sorted(set(expected) & set(found))
+        for k in common
         if _shape(found[k]) != _shape(expected[k])
     ]
-    problems = []
-    for title, items in (
-        ("missing keys", missing),
-        ("unexpected keys", unexpected),
-        ("shape mismatches", mismatched),
-    ):
-        if items:
-            shown = ", ".join(items[:5]) + (
-                f", ... ({len(items)} in all)" if len(items) > 5 else ""
-            )
-            problems.append(f"{title}: {shown}")
+    wrong_dtypes = [
+        f"{k}: file {found[k].dtype} vs model {expected[k].dtype}"
+        for k in common
+        if found[k].dtype != expected[k].dtype
+    ]
+    problems = [
+        f"{title}: {_first_few(items)}"
+        for title, items in (
+            ("missing keys", missing),
+            ("unexpected keys", unexpected),
+            ("shape mismatches", mismatched),
+            ("dtype mismatches", wrong_dtypes),
+        )
+        if items
+    ]
     if problems:
         raise WeightFileError(
             f"{source}: tensors do not fit {model} (different architecture?); "
             + "; ".join(problems)
         )
+    non_finite = [
+        k for k in common if found[k].is_floating_point() and not bool(found[k].isfinite().all())
+    ]
+    if non_finite:
+        raise WeightFileError(
+            f"{source}: NaN or infinite values (a diverged or damaged model) in "
+            f"{_first_few(non_finite)}"
+        )
+
+
+def _first_few(items: list[str]) -> str:
+    return ", ".join(items[:5]) + (f", ... ({len(items)} in all)" if len(items) > 5 else "")
