@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 import tracemalloc
 from pathlib import Path
@@ -168,3 +169,13 @@ def test_invalid_arguments(tmp_path: Path) -> None:
         open_or_build_cache(tmp_path, "h" * 64, 0, SIZE, Loader())
     with pytest.raises(ValueError, match="on_error"):
         open_or_build_cache(tmp_path, "h" * 64, 3, SIZE, Loader(), on_error="ignore")  # type: ignore[arg-type]
+
+
+def test_key_changes_when_the_csv_is_rewritten_in_place(tmp_path: Path) -> None:
+    csv = tmp_path / "train.csv"
+    csv.write_text("Path\na.jpg\n")
+    rows = pd.DataFrame({"Path": ["a.jpg"]})
+    key = cache_key(rows, image_size=64, image_root=tmp_path, csv_path=csv)
+    assert key == cache_key(rows, image_size=64, image_root=tmp_path, csv_path=csv)
+    os.utime(csv, ns=(csv.stat().st_atime_ns, csv.stat().st_mtime_ns + 1_000_000))
+    assert key != cache_key(rows, image_size=64, image_root=tmp_path, csv_path=csv)

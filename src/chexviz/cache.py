@@ -92,7 +92,13 @@ class ImageCache:
         return images
 
 
-def cache_key(rows: pd.DataFrame, *, image_size: int, image_root: str | os.PathLike[str]) -> str:
+def cache_key(
+    rows: pd.DataFrame,
+    *,
+    image_size: int,
+    image_root: str | os.PathLike[str],
+    csv_path: str | os.PathLike[str] | None = None,
+) -> str:
     """Computes the key of the cache for some CSV rows.
 
     Args:
@@ -101,6 +107,9 @@ def cache_key(rows: pd.DataFrame, *, image_size: int, image_root: str | os.PathL
         image_size: Side of the stored images.
         image_root: The folder the rows' paths are resolved against; caches of two copies of a
             data set (for example, original and pre-processed images) never mix.
+        csv_path: The CSV the rows come from; its size and modification time are part of the
+            key, so a data set rewritten in place (a regenerated synthetic set, a new export
+            with the same rows) gets a new cache even when its rows read the same.
 
     Returns:
         A 64-character hexadecimal SHA-256 digest.
@@ -111,6 +120,9 @@ def cache_key(rows: pd.DataFrame, *, image_size: int, image_root: str | os.PathL
         "image_size": image_size,
         "image_root": str(Path(image_root).resolve()),
     }
+    if csv_path is not None:
+        stat = Path(csv_path).stat()
+        header["csv"] = f"{stat.st_size}:{stat.st_mtime_ns}"
     digest.update(json.dumps(header, sort_keys=True).encode())
     digest.update(rows.to_csv(index=False, lineterminator="\n").encode())
     return digest.hexdigest()

@@ -11,6 +11,8 @@ Images are decoded lazily on every access, or once into a memory-mapped cache wi
 
 from __future__ import annotations
 
+import csv
+import io
 import logging
 import operator
 import os
@@ -274,7 +276,19 @@ class CheXpertDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         line = f"line {row + 2}" if isinstance(row, (int, np.integer)) else f"row {row!r}"
         return f"{self.csv_path} {line}"
 
+    def _check_inside(self, path: Path, row: object) -> None:
+        # Paths were checked lexically; a symbolic link inside the data folder could still lead
+        # anywhere, so the real target is checked before any of its bytes is read.
+        real = os.path.realpath(path)
+        root = str(self.image_root)
+        if not real.startswith(os.path.join(root, "")):
+            raise ValueError(
+                f"{self._where(row)}: image {str(path)!r} is a symbolic link to {real!r}, "
+                f"outside the data folder {root!r}; chexviz only reads images inside it"
+            )
+
     def _load(self, path: Path, row: object) -> npt.NDArray[np.uint8]:
+        self._check_inside(path, row)
         try:
             return load_image(path, size=self.image_size)
         except FileNotFoundError:
@@ -353,7 +367,12 @@ class CheXpertDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         row_labels = rows.index
         self.cache = open_or_build_cache(
             cache_dir,
-            cache_key(rows, image_size=self.image_size, image_root=self.image_root),
+            cache_key(
+                rows,
+                image_size=self.image_size,
+                image_root=self.image_root,
+                csv_path=self.csv_path,
+            ),
             len(self.paths),
             self.image_size,
             lambda slot: self._load(self.paths[slot], row_labels[slot]),
@@ -374,7 +393,9 @@ class CheXpertDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
 
     def _check_files(self) -> dict[int, str]:
         if self._on_error == "raise":
-            missing = [slot for slot, path in enumerate(self.paths) if not path.is_file()]
+            # os.path.isfile, unlike Path.is_file, answers False for names the OS refuses
+            # (too long, NUL byte) instead of raising an error that names no CSV line.
+            missing = [slot for slot, path in enumerate(self.paths) if not os.path.isfile(path)]
             if missing:
                 raise self._missing_error(missing)
             return {}
@@ -383,6 +404,7 @@ class CheXpertDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         def probe(start: int) -> dict[int, str]:
             errors = {}
             for slot in range(start, min(start + _PROBE_CHUNK, len(self.paths))):
+                self._check_inside(self.paths[slot], self.frame.index[slot])
                 try:
                     read_image_size(self.paths[slot])
                 except LOAD_ERRORS as error:
@@ -486,20 +508,62 @@ def _locate(root: Path, csv: str | os.PathLike[str] | None) -> tuple[Path, Path]
 def _read_csv(path: Path, labels: Sequence[str]) -> pd.DataFrame:
     try:
         header = pd.read_csv(path, nrows=0)
+        required = ["Path", *labels]
+        missing = [name for name in required if name not in header.columns]
+        if missing:
+            _check_delimiter(path, header.columns)
+            raise MissingColumnsError(missing, where=str(path))
+        # Labels are read as text so that only an empty cell counts as blank: pandas would
+        # otherwise also turn "NA", "null" or "None" into NaN without a word.
+        rows = pd.read_csv(
+            path,
+            dtype=dict.fromkeys(required, str),
+            keep_default_na=False,
+            na_values=[""],
+        )
     except pd.errors.EmptyDataError:
         raise ValueError(f"{path} is empty") from None
-    required = ["Path", *labels]
-    missing = [name for name in required if name not in header.columns]
-    if missing:
-        raise MissingColumnsError(missing, where=str(path))
-    # Labels are read as text so that only an empty cell counts as blank: pandas would
-    # otherwise also turn "NA", "null" or "None" into NaN without a word.
-    rows = pd.read_csv(
-        path,
-        dtype=dict.fromkeys(required, str),
-        keep_default_na=False,
-        na_values=[""],
-    )
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path} is not UTF-8 text ({error})") from None
+    except pd.errors.ParserError as error:
+        raise ValueError(f"{path} is not a well-formed CSV file ({error})") from None
     if rows.empty:
         raise ValueError(f"{path} has a header but no rows")
+    if not isinstance(rows.index, pd.RangeIndex):
+        # pandas turns the leading cells into an index when every row is longer than the header.
+        raise ValueError(
+            f"{path} line 2: more cells than the {len(header.columns)} columns of the header"
+        )
+    _check_field_counts(path, len(header.columns), len(rows))
+    repeated = (rows["Path"] == "Path").to_numpy(dtype=bool)
+    if repeated.any():
+        raise ValueError(
+            f"{path} line {int(np.argmax(repeated)) + 2}: the header row appears again "
+            "(CSV files joined together?)"
+        )
     return rows
+
+
+def _check_delimiter(path: Path, columns: pd.Index) -> None:
+    if len(columns) == 1:
+        for delimiter in (";", "\t", "|"):
+            if delimiter in str(columns[0]):
+                raise ValueError(
+                    f"{path}: columns are separated by {delimiter!r}; chexviz reads "
+                    "comma-separated files like the CheXpert release"
+                )
+
+
+def _check_field_counts(path: Path, fields: int, rows: int) -> None:
+    """Refuses rows with fewer cells than the header, which pandas would read as blank labels."""
+    text = path.read_text(encoding="utf-8-sig")
+    # Without quotes every comma separates cells, so one count settles the common case.
+    if '"' not in text and text.count(",") == (fields - 1) * (rows + 1):
+        return
+    reader = csv.reader(io.StringIO(text, newline=""))
+    for cells in reader:
+        if cells and len(cells) < fields:
+            raise ValueError(
+                f"{path} line {reader.line_num}: {len(cells)} cells but the header has {fields} "
+                "columns (truncated or damaged row)"
+            )
