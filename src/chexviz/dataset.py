@@ -332,6 +332,8 @@ class CheXpertDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
             parts = [part for part in text.split("/") if part not in ("", ".")]
             if not parts:
                 raise ValueError(f"{self._where(row)}: empty Path")
+            if "\x00" in text:
+                raise ValueError(f"{self._where(row)}: Path {value!r} contains a NUL character")
             if text.startswith("/") or _WINDOWS_DRIVE.match(text) or ".." in parts:
                 raise ValueError(
                     f"{self._where(row)}: Path {value!r} escapes the data folder; CSV paths "
