@@ -14,6 +14,7 @@ from pathlib import Path
 
 from chexviz._version import __version__
 from chexviz.gradcam import METHODS
+from chexviz.heads import list_heads
 from chexviz.labels import CHEXPERT_LABELS, UncertaintyPolicy
 
 _EXIT_ERROR = 1
@@ -50,6 +51,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
+    from chexviz import demo as demo_defaults
+
     parser = argparse.ArgumentParser(
         prog="chexviz",
         description="Chest X-ray multi-label diagnosis on CheXpert with Grad-CAM explanations.",
@@ -66,6 +69,7 @@ def _parser() -> argparse.ArgumentParser:
     demo = commands.add_parser(
         "demo",
         parents=[common],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         help="train and explain on the built-in synthetic data set",
         description="Generate the synthetic CheXpert-format data set (cached for the next run), "
         "train a backbone on a patient split, evaluate it, explain the test images and score "
@@ -73,11 +77,25 @@ def _parser() -> argparse.ArgumentParser:
         "report, localisation scores and the model into --out.",
     )
     demo.add_argument("--out", type=Path, default=Path("demo-out"), help="output folder")
-    demo.add_argument("--backbone", default="simple_cnn", help="registered backbone name")
-    demo.add_argument("--images", type=int, default=1800, help="about this many frontal images")
-    demo.add_argument("--epochs", type=int, default=12, help="training epochs")
-    demo.add_argument("--image-size", type=int, default=64, help="model input side in pixels")
-    demo.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
+    demo.add_argument("--backbone", default=demo_defaults.DEFAULT_BACKBONE, help="backbone name")
+    demo.add_argument(
+        "--images",
+        type=int,
+        default=demo_defaults.DEFAULT_IMAGES,
+        help="about this many frontal images, split 70/10/20 by patient",
+    )
+    demo.add_argument(
+        "--epochs", type=int, default=demo_defaults.DEFAULT_EPOCHS, help="training epochs"
+    )
+    demo.add_argument(
+        "--image-size",
+        type=int,
+        default=demo_defaults.DEFAULT_IMAGE_SIZE,
+        help="model input side in pixels",
+    )
+    demo.add_argument(
+        "--lr", type=float, default=demo_defaults.DEFAULT_LR, help="Adam learning rate"
+    )
     demo.add_argument("--seed", type=int, default=0, help="seed of data, split and training")
     demo.add_argument(
         "--data-dir", type=Path, default=None, help="where the synthetic data is cached"
@@ -87,6 +105,7 @@ def _parser() -> argparse.ArgumentParser:
     train = commands.add_parser(
         "train",
         parents=[common],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         help="train a model on a CheXpert release",
         description="Train on train.csv split by patient into train and validation sets, then "
         "evaluate on valid.csv when the release has one. Writes the model "
@@ -102,12 +121,14 @@ def _parser() -> argparse.ArgumentParser:
         help="zeros, ones, ignore, or per label: 'Atelectasis=ones,Edema=ones' (zeros elsewhere)",
     )
     train.add_argument("--image-size", type=int, default=128, help="model input side in pixels")
-    train.add_argument("--in-channels", type=int, choices=(1, 3), default=1)
-    train.add_argument("--head", choices=("linear", "mlp", "attention"), default="linear")
+    train.add_argument(
+        "--in-channels", type=int, choices=(1, 3), default=1, help="greyscale or RGB input"
+    )
+    train.add_argument("--head", choices=list_heads(), default="linear", help="classification head")
     train.add_argument("--pretrained", action="store_true", help="start from ImageNet weights")
-    train.add_argument("--epochs", type=int, default=15)
-    train.add_argument("--batch-size", type=int, default=64)
-    train.add_argument("--lr", type=float, default=2e-4)
+    train.add_argument("--epochs", type=int, default=15, help="training epochs")
+    train.add_argument("--batch-size", type=int, default=64, help="images per step")
+    train.add_argument("--lr", type=float, default=2e-4, help="Adam learning rate")
     train.add_argument(
         "--val-fraction", type=float, default=0.1, help="share of patients for validation"
     )
@@ -115,12 +136,13 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
     train.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     train.add_argument("--resume", action="store_true", help="continue from --out/last")
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--seed", type=int, default=0, help="seed of the split and training")
     train.set_defaults(run=_run_train)
 
     evaluate = commands.add_parser(
         "evaluate",
         parents=[common],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         help="evaluate a saved model on a CheXpert CSV",
         description="Print per-label AUROC, accuracy, F1 and the all-negative baseline.",
     )
@@ -129,12 +151,13 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--csv", default="valid.csv", help="CSV inside the release folder")
     evaluate.add_argument("--uncertainty", type=_uncertainty, default="zeros", help="as for train")
     evaluate.add_argument("--out", type=Path, default=None, help="also write metrics.csv here")
-    evaluate.add_argument("--device", default="auto")
+    evaluate.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     evaluate.set_defaults(run=_run_evaluate)
 
     explain = commands.add_parser(
         "explain",
         parents=[common],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         help="explain images with Grad-CAM",
         description="Write a study-style figure per image and one HTML report for all images.",
     )
