@@ -67,6 +67,8 @@ class DemoResult:
         seconds: Wall-clock time of the whole run.
         report: The HTML report.
         model: The saved model.
+        data: The synthetic release folder the run used (``CheXpert-v1.0-small``).
+        cache: The preprocessed image cache folder the run used.
     """
 
     out_dir: Path
@@ -81,6 +83,8 @@ class DemoResult:
     seconds: float
     report: Path
     model: Path
+    data: Path
+    cache: Path
 
 
 def default_data_dir() -> Path:
@@ -164,10 +168,11 @@ def run_demo(
         seed=seed,
         progress=progress,
     )
+    cache_dir = data_root / "cache"
     dataset = CheXpertDataset(
         folder,
         image_size=image_size,
-        cache_dir=data_root / "cache",
+        cache_dir=cache_dir,
         progress=progress,
     )
     train, val, test = split_by_patient(dataset, SPLIT_FRACTIONS, seed=seed)
@@ -216,6 +221,8 @@ def run_demo(
         seconds=time.perf_counter() - started,
         report=report,
         model=model_path,
+        data=folder,
+        cache=cache_dir,
     )
     (out / "summary.json").write_text(json.dumps(asdict(result), default=str, indent=2) + "\n")
     return result
