@@ -146,7 +146,8 @@ def _open(path: Path) -> Image.Image:
         raise ImageDecodeError(path, f"decompression bomb refused: {error}") from error
     except UnidentifiedImageError as error:
         raise ImageDecodeError(path, "not a readable image file") from error
-    except OSError as error:
+    except (OSError, ValueError) as error:
+        # ValueError: a name the OS cannot take, such as one with a NUL character.
         raise ImageDecodeError(path, f"cannot open image ({error})") from error
 
 
@@ -173,6 +174,11 @@ def _to_grey(image: Image.Image, path: Path | None, size: int) -> npt.NDArray[np
         # Decodes at 1/2, 1/4 or 1/8 scale where the result still covers size x size.
         image.draft("L", (size, size))
     upright = ImageOps.exif_transpose(image)
+    if upright.mode == "F":
+        # Floating-point pixels have no agreed range, and convert("L") would clip them to black.
+        raise ImageDecodeError(
+            path, "floating-point (mode F) images are not supported; save it as 8 or 16 bits"
+        )
     if upright.mode in _SIXTEEN_BIT_MODES:
         grey = _sixteen_to_eight(upright)
     elif upright.mode == "L":
