@@ -1,4 +1,5 @@
 import base64
+import dataclasses
 import io
 import os
 import re
@@ -215,3 +216,59 @@ def test_html_report_heat_scale_follows_the_colormap(tmp_path: Path) -> None:
     assert stops[0] == ("68", "1", "84", "0")  # viridis starts dark purple: R, G, B in order
     assert stops[-1][3] == "100"
     assert np.argmax([int(v) for v in stops[-1][:3]]) in (0, 1)  # ends yellow
+
+
+_ALLOWED_ATTRIBUTES = {"src", "alt", "class", "id", "style", "lang", "charset", "name", "content"}
+
+
+class _Attributes(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.attributes: set[str] = set()
+        self.tags: set[str] = set()
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.add(tag)
+        self.attributes.update(name for name, _ in attrs)
+
+
+def test_html_report_escapes_file_names_layer_and_method(tmp_path: Path) -> None:
+    # File names may hold quotes and angle brackets; the layer name is a module name, which
+    # PyTorch lets be any string without a dot.
+    names = [Path("x") / '"><img src=x onerror=alert(1)>.png', "a' onmouseover='alert(2)"]
+    explanation = dataclasses.replace(
+        _explanation(batch=2),
+        layer="<script>alert(3)</script>",
+        method='gradcam"><iframe src=javascript:alert(4)>',
+    )
+    path = write_html_report(explanation, tmp_path / "r.html", names=names)
+    parsed = _Attributes()
+    parsed.feed(path.read_text(encoding="utf-8"))
+    assert parsed.attributes <= _ALLOWED_ATTRIBUTES
+    assert parsed.tags.isdisjoint({"script", "iframe"})
+    collected = _parse(path)
+    alts = " ".join(image.get("alt") or "" for image in collected.images)
+    text = "".join(collected.text)
+    for name in names:
+        assert os.fspath(name) in alts  # shown verbatim, as text
+        assert os.fspath(name) in text
+    assert "<script>alert(3)</script>" in text
+
+
+@pytest.mark.parametrize("label", [r"$\frac{1}$", "$x^2$", "50% of $", "under_score"])
+def test_study_figure_draws_label_names_literally(tmp_path: Path, label: str) -> None:
+    explanation = _explanation(labels=(label, "Edema", "P", "Q"), explained=(label, "Edema"))
+    explanation = dataclasses.replace(explanation, layer="$bad{layer")
+    save_study_figure(explanation, tmp_path / "a.png")  # mathtext would fail or alter it
+    figure = study_figure(explanation)
+    texts = [*figure.texts, *(axis.title for axis in figure.axes)]
+    texts += [
+        cell.get_text()
+        for axis in figure.axes
+        for table in axis.tables
+        for cell in table.get_celld().values()
+    ]
+    shown = {text.get_text() for text in texts if not text.get_parse_math()}
+    assert label in shown  # the probability table
+    assert f"{label} (10.0%)" in shown  # the overlay title
+    assert "gradcam at layer $bad{layer" in shown

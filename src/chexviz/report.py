@@ -23,7 +23,7 @@ import os
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -42,6 +42,8 @@ __all__ = ["save_study_figure", "study_figure", "write_html_report"]
 logger = logging.getLogger(__name__)
 
 _OVERLAY_COLUMNS = 3
+# Label and layer names are data: "$...$" must not turn into (or fail as) mathtext or LaTeX.
+_LITERAL: dict[str, Any] = {"parse_math": False, "usetex": False}
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
@@ -135,7 +137,7 @@ def study_figure(
     grid = figure.add_gridspec(
         1 + overlay_rows, _OVERLAY_COLUMNS, height_ratios=[top_height] + [3.3] * overlay_rows
     )
-    figure.suptitle(f"{explanation.method} at layer {explanation.layer}")
+    figure.suptitle(f"{explanation.method} at layer {explanation.layer}", **_LITERAL)
 
     axis = figure.add_subplot(grid[0, 0])
     axis.imshow(image_to_pil(explanation.images[index]))
@@ -154,6 +156,7 @@ def study_figure(
     )
     table.auto_set_font_size(False)
     for (row, column), cell in table.get_celld().items():
+        cell.get_text().update(_LITERAL)
         cell.set_fontsize(9)
         cell.set_edgecolor("#bbbbbb")
         if column > 0:
@@ -170,7 +173,7 @@ def study_figure(
             grid[1 + position // _OVERLAY_COLUMNS, position % _OVERLAY_COLUMNS]
         )
         axis.imshow(picture)
-        axis.set_title(_caption(explanation, index, cls), fontsize=10)
+        axis.set_title(_caption(explanation, index, cls), fontsize=10, **_LITERAL)
         axis.set_axis_off()
         overlay_axes.append(axis)
     if overlay_axes:
