@@ -6,8 +6,10 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.chexviz-installed
 # OpenMP's busy-waiting starves the other core on a shared 2-core machine.
 export OMP_WAIT_POLICY ?= PASSIVE
+# mkdocs-material prints a banner about MkDocs 2 on every build.
+export NO_MKDOCS_2_WARNING ?= 1
 
-.PHONY: demo test lint typecheck pytest docs bench clean
+.PHONY: demo test bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
