@@ -95,3 +95,15 @@ def make_chexpert(tmp_path: Path) -> Callable[..., Path]:
         return write_chexpert(tmp_path, **options)  # type: ignore[arg-type]
 
     return make
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skips tests marked ``slow`` unless ``CHEXVIZ_SLOW=1`` or ``-m slow`` asks for them."""
+    import os
+
+    if os.environ.get("CHEXVIZ_SLOW") == "1" or "slow" in (config.getoption("markexpr") or ""):
+        return
+    skip = pytest.mark.skip(reason="long soak/fuzz variant: set CHEXVIZ_SLOW=1 to run it")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
