@@ -179,6 +179,48 @@ def test_resume_after_crash_matches_uninterrupted(tmp_path, checkpoint_every, cr
         )
 
 
+class _Interrupting(Dataset):
+    """Sends this process SIGINT (Ctrl-C) while fetching the items numbered in ``at``."""
+
+    def __init__(self, base, at):
+        self.base, self.at, self.calls = base, set(at), 0
+
+    def __len__(self):
+        return len(self.base)
+
+    def __getitem__(self, index):
+        self.calls += 1
+        if self.calls in self.at:
+            os.kill(os.getpid(), signal.SIGINT)
+        return self.base[index]
+
+
+def test_ctrl_c_finishes_the_step_checkpoints_and_resumes_exactly(tmp_path):
+    options = {"epochs": 2, "scheduler": "cosine"}
+    full = _trainer(_model(dropout=0.3), out_dir=tmp_path / "full", **options)
+    full.fit(TRAIN, VAL)
+    before = signal.getsignal(signal.SIGINT)
+    interrupted = _trainer(_model(dropout=0.3), out_dir=tmp_path / "part", **options)
+    # Fetches: 1 by the dataset check, 24 in epoch 1, then the 3rd item of epoch 2's 2nd batch.
+    with pytest.raises(KeyboardInterrupt, match=r"epoch 2, step 2; checkpoint .*last"):
+        interrupted.fit(_Interrupting(TRAIN, at=[1 + 24 + 8 + 3]), VAL)
+    assert signal.getsignal(signal.SIGINT) is before  # the handler is put back
+    _assert_same_weights(
+        interrupted.model.state_dict(), MultiLabelClassifier.load(tmp_path / "part" / LAST_NAME)
+    )
+    resumed = _trainer(_model(seed=4, dropout=0.3), out_dir=tmp_path / "part", **options)
+    resumed.fit(TRAIN, VAL, resume=True)
+    _assert_same_weights(full.model, resumed.model)
+
+
+def test_second_ctrl_c_stops_at_once(tmp_path):
+    trainer = _trainer(out_dir=tmp_path)
+    with pytest.raises(KeyboardInterrupt) as info:
+        trainer.fit(_Interrupting(TRAIN, at=[3, 4]), VAL)  # both in the first batch
+    assert "checkpoint" not in str(info.value)
+    assert not (tmp_path / LAST_NAME).exists()
+
+
 def _run_in_process(monkeypatch, *args):
     threads = torch.get_num_threads()
     monkeypatch.setattr(sys, "argv", [str(SCRIPT), *map(str, args)])

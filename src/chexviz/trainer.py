@@ -13,14 +13,18 @@ script trains with DistributedDataParallel (see :mod:`chexviz.distributed`).
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import math
 import random
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
@@ -91,13 +95,10 @@ class _SkipSampler(Sampler[int]):
         self.skip = skip
 
     def __iter__(self) -> Iterator[int]:
-        indices = iter(self.base)
-        for _ in range(self.skip):
-            next(indices)
-        return indices
+        return itertools.islice(iter(self.base), self.skip, None)
 
     def __len__(self) -> int:
-        return len(self.base) - self.skip
+        return max(len(self.base) - self.skip, 0)
 
 
 def _seed_worker(worker_id: int) -> None:
@@ -220,6 +221,7 @@ class Trainer:
         self.progress = progress
         self.checkpoint_every = checkpoint_every
         self.history = History()
+        self._interrupted = 0.0  # set to 1.0 by the first Ctrl-C during fit
 
         self.context = distributed.detect()
         if batch_size % self.context.world_size:
@@ -616,10 +618,11 @@ class Trainer:
                 )
                 # Summing over processes before dividing makes the loss (and so the averaged
                 # gradient) the mean over the global batch's valid entries.
-                stats = torch.stack([total.detach(), count])
+                # The interrupt flag rides along so that every process stops at the same step.
+                stats = torch.stack([total.detach(), count, count.new_tensor(self._interrupted)])
                 if self.context.enabled:
                     torch.distributed.all_reduce(stats)
-                global_total, global_count = stats.tolist()
+                global_total, global_count, stop = stats.tolist()
                 step_loss = global_total / max(global_count, 1.0)
                 if not math.isfinite(step_loss):
                     self._raise_non_finite(step_loss, epoch, step, steps_in_epoch)
@@ -641,11 +644,13 @@ class Trainer:
                     bar.update()
                 # The epoch-end checkpoint follows the last step, so it is not written twice.
                 every = self.checkpoint_every
-                if every and step % every == 0 and step < steps_in_epoch:
+                if stop or (every and step % every == 0 and step < steps_in_epoch):
                     state.step = step
                     saved = _EpochTotals(**vars(totals))
                     saved.seconds += time.perf_counter() - began
                     self._checkpoint(state, saved)
+                if stop:
+                    raise self._interrupt_error(epoch, step)
         totals.seconds += time.perf_counter() - began
         return totals
 
@@ -692,6 +697,10 @@ class Trainer:
         epochs done or early stop) the model holds the best epoch's weights and thresholds (the
         last epoch's without a validation set).
 
+        The first Ctrl-C (SIGINT) lets the current step finish, writes ``last`` for it and then
+        raises ``KeyboardInterrupt``; ``resume=True`` continues exactly from there. A second
+        Ctrl-C stops at once.
+
         Args:
             train: Items ``(image, target)``, targets in ``{0, 1, nan}``.
             val: Validation items, or None (no metrics, no ``best``, no early stopping).
@@ -705,6 +714,7 @@ class Trainer:
             ValueError: On an empty dataset, a label-count mismatch, an unwritable
                 ``out_dir``, ``resume`` without ``out_dir`` or ``"plateau"`` without ``val``.
             FloatingPointError: If the training loss becomes nan or inf (names epoch and step).
+            KeyboardInterrupt: After Ctrl-C, once the checkpoint is written.
         """
         self._check_dataset(train, "train")
         if val is not None:
@@ -717,6 +727,10 @@ class Trainer:
             raise ValueError("resume=True needs out_dir")
         self._prepare_out_dir()
 
+        with self._deferred_interrupt():
+            return self._fit(train, val, resume)
+
+    def _fit(self, train: _SizedDataset, val: _SizedDataset | None, resume: bool) -> History:
         resumed = self._resume_state() if resume else None
         state = resumed or self._fresh_state()
         best_weights = self._read_best() if resumed and resumed.best_score > -math.inf else None
@@ -751,9 +765,53 @@ class Trainer:
                     state.bad_epochs += 1
             self._checkpoint(state, None)
             self._log_epoch(record)
+            if self._interrupt_requested():
+                raise self._interrupt_error(epoch, 0)
         if best_weights is not None:
             self.model.load_state_dict(best_weights)
         return state.history
+
+    @contextlib.contextmanager
+    def _deferred_interrupt(self) -> Iterator[None]:
+        """Turn the first Ctrl-C (SIGINT) into a stop after the current step, with a checkpoint.
+
+        A second Ctrl-C stops at once. Signal handlers can only be set from the main thread;
+        elsewhere Ctrl-C keeps its usual immediate effect.
+        """
+        self._interrupted = 0.0
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = signal.getsignal(signal.SIGINT)
+
+        def handler(signum: int, frame: FrameType | None) -> None:
+            if self._interrupted:
+                raise KeyboardInterrupt
+            self._interrupted = 1.0
+            logger.warning("interrupted: stopping after this step (Ctrl-C again to stop now)")
+
+        signal.signal(signal.SIGINT, handler)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous if previous is not None else signal.SIG_DFL)
+
+    def _interrupt_requested(self) -> bool:
+        flag = torch.tensor(self._interrupted, device=self.device)
+        if self.context.enabled:
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+        return bool(flag.item())
+
+    def _interrupt_error(self, epoch: int, step: int) -> KeyboardInterrupt:
+        where = f"epoch {epoch}" + (f", step {step}" if step else " (end)")
+        if self.out_dir is None:
+            return KeyboardInterrupt(
+                f"training interrupted at {where}; nothing saved (out_dir=None)"
+            )
+        return KeyboardInterrupt(
+            f"training interrupted at {where}; checkpoint {self.out_dir / LAST_NAME} written, "
+            "continue with fit(..., resume=True)"
+        )
 
     def _early_stop(self, state: TrainingState) -> bool:
         # Checked before each epoch, so a resumed run that had stopped early stays stopped.
