@@ -7,13 +7,27 @@ from chexviz._version import __version__
 from chexviz.classifier import MultiLabelClassifier
 from chexviz.dataset import CheXpertDataset
 from chexviz.explanation import Explanation
-from chexviz.faithfulness import deletion_score, insertion_score
-from chexviz.gradcam import GradCAM
-from chexviz.history import History
-from chexviz.images import load_image
-from chexviz.labels import CHEXPERT_LABELS, COMPETITION_LABELS, encode_labels
-from chexviz.localization import pointing_game, score_localization, summarize_localization
-from chexviz.losses import MaskedBCEWithLogitsLoss
+from chexviz.faithfulness import deletion_score, insertion_score, score_faithfulness
+from chexviz.gradcam import METHODS, GradCAM
+from chexviz.heads import list_heads
+from chexviz.history import EpochRecord, History
+from chexviz.images import ImageDecodeError, load_image, to_tensor
+from chexviz.labels import (
+    CHEXPERT_LABELS,
+    COMPETITION_LABELS,
+    LabelValueError,
+    MissingColumnsError,
+    encode_labels,
+)
+from chexviz.localization import (
+    box_iou,
+    chance_pointing_rate,
+    energy_in_box,
+    pointing_game,
+    score_localization,
+    summarize_localization,
+)
+from chexviz.losses import MaskedBCEWithLogitsLoss, masked_bce_with_logits, pos_weight_from_targets
 from chexviz.metrics import Metrics, compute_metrics
 from chexviz.overlay import overlay_heatmap
 from chexviz.registry import (
@@ -23,12 +37,12 @@ from chexviz.registry import (
     list_backbones,
     register_backbone,
 )
-from chexviz.report import save_study_figure, write_html_report
-from chexviz.splits import split_by_patient
-from chexviz.synthetic import SIGN_LABELS, load_boxes, make_synthetic_chexpert
+from chexviz.report import save_study_figure, study_figure, write_html_report
+from chexviz.splits import REFERENCE_SPLIT, split_by_patient
+from chexviz.synthetic import SIGN_LABELS, load_boxes, make_synthetic_chexpert, scale_boxes
 from chexviz.thresholds import tune_thresholds
 from chexviz.trainer import Trainer
-from chexviz.weights import WeightFileError
+from chexviz.weights import WeightFileError, read_extra
 
 __all__ = [
     "Backbone",
@@ -36,32 +50,49 @@ __all__ = [
     "CHEXPERT_LABELS",
     "COMPETITION_LABELS",
     "CheXpertDataset",
+    "EpochRecord",
     "Explanation",
     "GradCAM",
     "History",
+    "ImageDecodeError",
+    "LabelValueError",
+    "METHODS",
     "MaskedBCEWithLogitsLoss",
     "Metrics",
+    "MissingColumnsError",
     "MultiLabelClassifier",
+    "REFERENCE_SPLIT",
     "SIGN_LABELS",
     "Trainer",
     "WeightFileError",
     "__version__",
+    "box_iou",
+    "chance_pointing_rate",
     "compute_metrics",
     "create_backbone",
     "deletion_score",
     "encode_labels",
+    "energy_in_box",
     "insertion_score",
     "list_backbones",
+    "list_heads",
     "load_boxes",
     "load_image",
     "make_synthetic_chexpert",
+    "masked_bce_with_logits",
     "overlay_heatmap",
     "pointing_game",
+    "pos_weight_from_targets",
+    "read_extra",
     "register_backbone",
     "save_study_figure",
+    "scale_boxes",
+    "score_faithfulness",
     "score_localization",
     "split_by_patient",
+    "study_figure",
     "summarize_localization",
+    "to_tensor",
     "tune_thresholds",
     "write_html_report",
 ]
