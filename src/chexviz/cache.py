@@ -17,15 +17,13 @@ build removes its temporary file; a process killed outright can leave a hidden
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
 import os
-import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -37,6 +35,7 @@ import numpy.typing as npt
 import pandas as pd
 from tqdm.auto import tqdm
 
+from chexviz._atomic import atomic_path, write_bytes_atomic
 from chexviz.images import ImageDecodeError
 
 __all__ = [
@@ -219,8 +218,7 @@ def open_or_build_cache(
         "description": description,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    with _atomic_path(meta_path, ".json") as temporary:
-        temporary.write_text(json.dumps(meta, indent=1))
+    write_bytes_atomic(meta_path, json.dumps(meta, indent=1).encode())
     if failures:
         logger.warning("%d of %d images could not be read while caching", len(failures), count)
     return ImageCache(data_path, key, count, image_size, failures)
@@ -262,7 +260,7 @@ def _build(
     workers: int,
     progress: bool,
 ) -> dict[int, str]:
-    with _atomic_path(data_path, ".npy") as temporary:
+    with atomic_path(data_path) as temporary:
         return _write_images(temporary, count, image_size, loader, on_error, workers, progress)
 
 
@@ -326,20 +324,3 @@ def _write_images(
             bar.close()
     images.flush()
     return failures
-
-
-@contextlib.contextmanager
-def _atomic_path(final: Path, suffix: str) -> Iterator[Path]:
-    """Yields a temporary path next to ``final`` that replaces ``final`` on success."""
-    descriptor, name = tempfile.mkstemp(
-        prefix=f".{final.stem}.", suffix=f"{suffix}.tmp", dir=final.parent
-    )
-    os.close(descriptor)
-    temporary = Path(name)
-    try:
-        yield temporary
-        with open(temporary, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(temporary, final)
-    finally:
-        temporary.unlink(missing_ok=True)

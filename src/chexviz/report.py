@@ -20,13 +20,13 @@ import io
 import logging
 import math
 import os
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from chexviz._atomic import write_bytes_atomic
 from chexviz._version import __version__
 from chexviz.explanation import Explanation
 from chexviz.overlay import _colormap, image_to_pil, overlay_heatmap
@@ -44,24 +44,6 @@ logger = logging.getLogger(__name__)
 _OVERLAY_COLUMNS = 3
 # Label and layer names are data: "$...$" must not turn into (or fail as) mathtext or LaTeX.
 _LITERAL: dict[str, Any] = {"parse_math": False, "usetex": False}
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Writes ``data`` to ``path`` through a temporary sibling and a rename.
-
-    The temporary file is opened normally (not with ``mkstemp``) so the result gets the usual
-    permissions from the umask rather than owner-only ones.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(temporary, "xb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
 
 
 def _check_index(explanation: Explanation, index: int) -> int:
@@ -229,7 +211,8 @@ def save_study_figure(
         )
     buffer = io.BytesIO()
     figure.savefig(buffer, format=suffix, dpi=dpi)
-    _write_atomic(target, buffer.getvalue())
+    target.parent.mkdir(parents=True, exist_ok=True)
+    write_bytes_atomic(target, buffer.getvalue())
     logger.info("saved the study figure of image %d to %s", index, target)
     return target
 
@@ -383,6 +366,7 @@ style="background: {_gradient_css(cmap)}"></span> high · bold rows: predicted p
 </html>
 """
     target = Path(path)
-    _write_atomic(target, document.encode("utf-8"))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    write_bytes_atomic(target, document.encode("utf-8"))
     logger.info("wrote HTML report of %d images to %s", len(slots), target)
     return target

@@ -15,12 +15,10 @@ before any tensor is touched, and pickle or ``torch.save`` files are refused.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
 import struct
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -30,6 +28,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file as _st_load_file
 from safetensors.torch import save as _st_save
 
+from chexviz._atomic import write_bytes_atomic
 from chexviz._version import __version__
 
 __all__ = [
@@ -314,19 +313,7 @@ def write_weights(
         if not isinstance(text, str):
             raise ValueError(f"extra metadata {key!r} is a {type(text).__name__}, not a str")
         metadata[EXTRA_PREFIX + key] = text
-    data = _st_save(tensors, metadata=metadata)
-    fd, tmp = tempfile.mkstemp(prefix=f".{file.name}.", suffix=".tmp", dir=file.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, file)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    return file
+    return write_bytes_atomic(file, _st_save(tensors, metadata=metadata))
 
 
 def _shape(t: torch.Tensor) -> tuple[int, ...]:
