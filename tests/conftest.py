@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+# Written out rather than built from CHEXPERT_LABELS: this is the release's header, the
+# reference that the label order and the synthetic data set are checked against.
 CHEXPERT_HEADER = [
     "Path",
     "Sex",

@@ -28,28 +28,8 @@ from chexviz.synthetic import (
     make_synthetic_chexpert,
     scale_boxes,
 )
+from conftest import CHEXPERT_HEADER
 
-REAL_HEADER = [
-    "Path",
-    "Sex",
-    "Age",
-    "Frontal/Lateral",
-    "AP/PA",
-    "No Finding",
-    "Enlarged Cardiomediastinum",
-    "Cardiomegaly",
-    "Lung Opacity",
-    "Lung Lesion",
-    "Edema",
-    "Consolidation",
-    "Pneumonia",
-    "Atelectasis",
-    "Pneumothorax",
-    "Pleural Effusion",
-    "Pleural Other",
-    "Fracture",
-    "Support Devices",
-]
 PATH = re.compile(
     r"^CheXpert-v1\.0-small/(train|valid)/patient(\d{5})/study(\d+)/view([123])_(frontal|lateral)\.jpg$"
 )
@@ -113,7 +93,7 @@ def test_layout_matches_the_release(release: Path) -> None:
 def test_header_is_the_real_one(release: Path) -> None:
     for split in ("train", "valid"):
         header, _ = read_rows(release / f"{split}.csv")
-        assert header == REAL_HEADER
+        assert header == CHEXPERT_HEADER
     assert (release / "train_boxes.csv").read_text().splitlines()[0] == ",".join(BOX_COLUMNS)
 
 
@@ -419,10 +399,10 @@ def test_a_failed_run_leaves_nothing_behind(
 def test_a_folder_that_is_not_synthetic_is_never_overwritten(tmp_path: Path) -> None:
     real = tmp_path / "CheXpert-v1.0-small"
     real.mkdir()
-    (real / "train.csv").write_text(",".join(REAL_HEADER) + "\n")
+    (real / "train.csv").write_text(",".join(CHEXPERT_HEADER) + "\n")
     with pytest.raises(FileExistsError, match="not a chexviz synthetic"):
         make_synthetic_chexpert(tmp_path, n_patients=1)
-    assert (real / "train.csv").read_text() == ",".join(REAL_HEADER) + "\n"
+    assert (real / "train.csv").read_text() == ",".join(CHEXPERT_HEADER) + "\n"
 
 
 # -- bad input -----------------------------------------------------------------------------------
