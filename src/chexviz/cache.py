@@ -202,9 +202,10 @@ def open_or_build_cache(
         f" from {description}" if description else "",
     )
     started = time.perf_counter()
-    failures = _build(
-        data_path, count, image_size, loader, on_error, workers or default_workers(), progress
-    )
+    with atomic_path(data_path) as temporary:
+        failures = _write_images(
+            temporary, count, image_size, loader, on_error, workers or default_workers(), progress
+        )
     seconds = time.perf_counter() - started
     logger.info(
         "cached %d images in %.1f s (%.0f images/s)", count, seconds, count / max(seconds, 1e-9)
@@ -249,19 +250,6 @@ def _open_existing(
         logger.warning("image cache %s has the wrong shape; rebuilding", data_path)
         return None
     return cache
-
-
-def _build(
-    data_path: Path,
-    count: int,
-    image_size: int,
-    loader: Callable[[int], npt.NDArray[np.uint8]],
-    on_error: str,
-    workers: int,
-    progress: bool,
-) -> dict[int, str]:
-    with atomic_path(data_path) as temporary:
-        return _write_images(temporary, count, image_size, loader, on_error, workers, progress)
 
 
 def _write_images(
