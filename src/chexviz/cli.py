@@ -7,6 +7,7 @@ error with a non-zero exit code, never as a traceback (``--debug`` shows it).
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import sys
 from collections.abc import Sequence
@@ -15,7 +16,7 @@ from pathlib import Path
 from chexviz._version import __version__
 from chexviz.gradcam import METHODS
 from chexviz.heads import list_heads
-from chexviz.labels import CHEXPERT_LABELS, UncertaintyPolicy
+from chexviz.labels import CHEXPERT_LABELS, POLICY_NAMES, UncertaintyPolicy
 
 _EXIT_ERROR = 1
 _EXIT_USAGE = 2
@@ -65,11 +66,14 @@ def _parser() -> argparse.ArgumentParser:
         "--no-progress", dest="progress", action="store_false", help="hide progress bars"
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    demo = commands.add_parser(
-        "demo",
+    add_command = functools.partial(
+        commands.add_parser,
         parents=[common],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+
+    demo = add_command(
+        "demo",
         help="train and explain on the built-in synthetic data set",
         description="Generate the synthetic CheXpert-format data set (cached for the next run), "
         "train a backbone on a patient split, evaluate it, explain the test images and score "
@@ -102,10 +106,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.set_defaults(run=_run_demo)
 
-    train = commands.add_parser(
+    train = add_command(
         "train",
-        parents=[common],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         help="train a model on a CheXpert release",
         description="Train on train.csv split by patient into train and validation sets, then "
         "evaluate on valid.csv when the release has one. Writes the model "
@@ -139,10 +141,8 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=0, help="seed of the split and training")
     train.set_defaults(run=_run_train)
 
-    evaluate = commands.add_parser(
+    evaluate = add_command(
         "evaluate",
-        parents=[common],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         help="evaluate a saved model on a CheXpert CSV",
         description="Print per-label AUROC, accuracy, F1 and the all-negative baseline.",
     )
@@ -154,10 +154,8 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     evaluate.set_defaults(run=_run_evaluate)
 
-    explain = commands.add_parser(
+    explain = add_command(
         "explain",
-        parents=[common],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         help="explain images with Grad-CAM",
         description="Write a study-style figure per image and one HTML report for all images.",
     )
@@ -181,23 +179,14 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _uncertainty(text: str) -> UncertaintyPolicy:
-    if text in ("zeros", "ones", "ignore"):
-        return text  # type: ignore[return-value]
+    if text in POLICY_NAMES:
+        return text
     policy: dict[str, str] = {}
     for item in text.split(","):
         label, sep, value = item.partition("=")
-        if (
-            not sep
-            or label.strip() not in CHEXPERT_LABELS
-            or value.strip()
-            not in (
-                "zeros",
-                "ones",
-                "ignore",
-            )
-        ):
+        if not sep or label.strip() not in CHEXPERT_LABELS or value.strip() not in POLICY_NAMES:
             raise argparse.ArgumentTypeError(
-                f"bad policy {item!r}: use zeros, ones, ignore or LABEL=POLICY,... "
+                f"bad policy {item!r}: use {', '.join(POLICY_NAMES)} or LABEL=POLICY,... "
                 f"with LABEL one of {', '.join(CHEXPERT_LABELS)}"
             )
         policy[label.strip()] = value.strip()
