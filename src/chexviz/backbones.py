@@ -152,6 +152,22 @@ def _info(
     return BackboneInfo(name, num_features, m, s, min_input_size, gradcam_layer)
 
 
+def _torchvision(name: str, pretrained: bool, in_channels: int, **kwargs: Any) -> nn.Module:
+    """The torchvision network ``name``, with its stem convolution taking ``in_channels``."""
+    _check_in_channels(name, in_channels)
+    model: nn.Module = getattr(tvm, name)(weights=_weights(pretrained), **kwargs)
+    replace_first_conv(model, in_channels)
+    return model
+
+
+def _features_backbone(
+    name: str, num_features: int, gradcam_layer: str, pretrained: bool, in_channels: int
+) -> Backbone:
+    """A torchvision network whose ``features`` module is its whole convolutional part."""
+    features = _torchvision(name, pretrained, in_channels).get_submodule("features")
+    return Backbone(features, _info(name, num_features, in_channels, 32, gradcam_layer))
+
+
 def _children(model: nn.Module, names: Sequence[str]) -> nn.Sequential:
     return nn.Sequential(OrderedDict((n, model.get_submodule(n)) for n in names))
 
@@ -212,18 +228,13 @@ def densenet121(*, pretrained: bool, in_channels: int) -> Backbone:
     Returns:
         The backbone.
     """
-    _check_in_channels("densenet121", in_channels)
-    model = tvm.densenet121(weights=_weights(pretrained))
-    replace_first_conv(model, in_channels)
-    features = model.features
+    features = _torchvision("densenet121", pretrained, in_channels).get_submodule("features")
     features.add_module("relu5", nn.ReLU(inplace=False))
     return Backbone(features, _info("densenet121", 1024, in_channels, 32, "features.relu5"))
 
 
 def _resnet(name: str, num_features: int, pretrained: bool, in_channels: int) -> Backbone:
-    _check_in_channels(name, in_channels)
-    model = getattr(tvm, name)(weights=_weights(pretrained))
-    replace_first_conv(model, in_channels)
+    model = _torchvision(name, pretrained, in_channels)
     stages = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4")
     return Backbone(
         _children(model, stages), _info(name, num_features, in_channels, 32, "features.layer4")
@@ -269,10 +280,7 @@ def mobilenet_v2(*, pretrained: bool, in_channels: int) -> Backbone:
     Returns:
         The backbone.
     """
-    _check_in_channels("mobilenet_v2", in_channels)
-    model = tvm.mobilenet_v2(weights=_weights(pretrained))
-    replace_first_conv(model, in_channels)
-    return Backbone(model.features, _info("mobilenet_v2", 1280, in_channels, 32, "features.18"))
+    return _features_backbone("mobilenet_v2", 1280, "features.18", pretrained, in_channels)
 
 
 @register_backbone("efficientnet_b0")
@@ -286,10 +294,7 @@ def efficientnet_b0(*, pretrained: bool, in_channels: int) -> Backbone:
     Returns:
         The backbone.
     """
-    _check_in_channels("efficientnet_b0", in_channels)
-    model = tvm.efficientnet_b0(weights=_weights(pretrained))
-    replace_first_conv(model, in_channels)
-    return Backbone(model.features, _info("efficientnet_b0", 1280, in_channels, 32, "features.8"))
+    return _features_backbone("efficientnet_b0", 1280, "features.8", pretrained, in_channels)
 
 
 @register_backbone("convnext_tiny")
@@ -303,10 +308,7 @@ def convnext_tiny(*, pretrained: bool, in_channels: int) -> Backbone:
     Returns:
         The backbone.
     """
-    _check_in_channels("convnext_tiny", in_channels)
-    model = tvm.convnext_tiny(weights=_weights(pretrained))
-    replace_first_conv(model, in_channels)
-    return Backbone(model.features, _info("convnext_tiny", 768, in_channels, 32, "features.7"))
+    return _features_backbone("convnext_tiny", 768, "features.7", pretrained, in_channels)
 
 
 @register_backbone("vgg16")
@@ -354,15 +356,13 @@ def inception_v3(*, pretrained: bool, in_channels: int) -> Backbone:
     Returns:
         The backbone; its Grad-CAM layer is ``features.Mixed_7c``.
     """
-    _check_in_channels("inception_v3", in_channels)
     kwargs: dict[str, Any] = {"transform_input": False}
     if not pretrained:
         # torchvision insists on the auxiliary head with pretrained weights; it is left out
         # of the stages below either way. Without weights torchvision warns unless the
         # (scipy-free) initialisation is chosen explicitly.
         kwargs.update(aux_logits=False, init_weights=True)
-    model = tvm.inception_v3(weights=_weights(pretrained), **kwargs)
-    replace_first_conv(model, in_channels)
+    model = _torchvision("inception_v3", pretrained, in_channels, **kwargs)
     stages = (
         "Conv2d_1a_3x3",
         "Conv2d_2a_3x3",
