@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, NoReturn, Protocol
 
 import numpy as np
 import torch
@@ -102,6 +102,10 @@ class _SkipSampler(Sampler[int]):
 
 
 def _seed_worker(worker_id: int) -> None:
+    # A terminal's Ctrl-C reaches the workers too. Only the main process may act on it (finish
+    # the step, checkpoint, then shut the workers down); a worker that stopped on it would end
+    # the run with "DataLoader worker exited unexpectedly" and no checkpoint.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     # torch seeds each worker from the loader's generator; NumPy and random follow it so that
     # transforms using them are reproducible too.
     seed = torch.initial_seed() % 2**32
@@ -602,8 +606,19 @@ class Trainer:
             leave=False,
         )
         began = time.perf_counter()
+
+        def save_and_stop(error: Exception) -> NoReturn:
+            # Every step up to totals.steps is complete, so that is what the checkpoint holds.
+            state.step = totals.steps
+            saved = _EpochTotals(**vars(totals))
+            saved.seconds += time.perf_counter() - began
+            self._checkpoint(state, saved)
+            if totals.steps:
+                raise self._interrupt_error(epoch, totals.steps) from error
+            raise self._interrupt_error(epoch - 1, 0) from error
+
         with bar:
-            for step, batch in enumerate(loader, start=start + 1):
+            for step, batch in enumerate(self._batches(loader, save_and_stop), start=start + 1):
                 images, targets = _split_batch(batch)
                 if targets is None:
                     raise ValueError("the train dataset yields no targets")
@@ -653,6 +668,24 @@ class Trainer:
                     raise self._interrupt_error(epoch, step)
         totals.seconds += time.perf_counter() - began
         return totals
+
+    def _batches(
+        self, loader: DataLoader[Any], stop: Callable[[Exception], NoReturn]
+    ) -> Iterator[Any]:
+        """The loader's batches; if the loader fails after a Ctrl-C, ``stop`` takes over."""
+        batches = iter(loader)
+        while True:
+            try:
+                batch = next(batches)
+            except StopIteration:
+                return
+            except Exception as error:
+                # Ctrl-C also reaches the DataLoader workers; one still starting up (spawn or
+                # forkserver) dies of it before it can ignore it, and the loader fails.
+                if not self._interrupted or self.context.enabled:
+                    raise
+                stop(error)
+            yield batch
 
     @staticmethod
     def _check_targets(targets: Tensor, epoch: int, step: int) -> None:
