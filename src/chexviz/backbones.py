@@ -1,9 +1,9 @@
 """Built-in backbones: torchvision ImageNet networks and a small CPU-friendly CNN.
 
-Importing this module registers them; use :func:`chexviz.registry.create_backbone` to build one.
-Every backbone ends at its last convolutional feature map (no global pooling, no classifier),
-accepts 1-channel (greyscale) or 3-channel input and names that feature map's module as its
-Grad-CAM layer.
+Importing this module registers them; use
+[`create_backbone`][chexviz.registry.create_backbone] to build one. Every backbone ends at its
+last convolutional feature map (no global pooling, no classifier), accepts 1-channel
+(greyscale) or 3-channel input and names that feature map's module as its Grad-CAM layer.
 
 With ``pretrained=True`` the torchvision ImageNet weights are loaded (``weights="DEFAULT"``,
 downloaded to the torch hub cache on first use). For 1-channel input the first convolution's

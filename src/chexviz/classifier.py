@@ -76,19 +76,20 @@ class MultiLabelClassifier(nn.Module):
     standard deviation (stored as buffers), so callers never normalise.
 
     Args:
-        backbone: Registered backbone name (see :func:`chexviz.registry.list_backbones`).
+        backbone: Registered backbone name (see
+            [`list_backbones`][chexviz.registry.list_backbones]).
         num_labels: Number of outputs; None means ``len(labels)``. Without ``labels``, a count
             other than 14 names the outputs ``label_0``, ``label_1``, ...
         in_channels: 1 (greyscale) or 3 (RGB).
         pretrained: Start the backbone from ImageNet weights (downloads them on first use).
-        head: ``"linear"``, ``"mlp"`` or ``"attention"`` (see :mod:`chexviz.heads`).
+        head: ``"linear"``, ``"mlp"`` or ``"attention"`` (see [`chexviz.heads`][chexviz.heads]).
         dropout: Head dropout probability; None uses the head's default.
-        labels: Output names; None means :data:`chexviz.labels.CHEXPERT_LABELS`.
+        labels: Output names; None means [`CHEXPERT_LABELS`][chexviz.labels.CHEXPERT_LABELS].
         image_size: Side of the square input the model is trained on. The ``mlp`` head only
             accepts this size; the others accept any size from the backbone's minimum.
 
     Attributes:
-        backbone: The :class:`~chexviz.registry.Backbone`.
+        backbone: The [`Backbone`][chexviz.registry.Backbone].
         head: The head module.
         head_name: The head's name, as given.
         dropout: The head's dropout probability (the default resolved).
@@ -207,7 +208,8 @@ class MultiLabelClassifier(nn.Module):
         """Map a feature map to logits.
 
         Args:
-            features: Output of :meth:`forward_features`.
+            features: Output of
+                [`forward_features`][chexviz.classifier.MultiLabelClassifier.forward_features].
 
         Returns:
             Logits ``[B, num_labels]``.
@@ -278,7 +280,8 @@ class MultiLabelClassifier(nn.Module):
         """The constructor arguments that rebuild this architecture.
 
         Returns:
-            A JSON-serialisable dict accepted by :meth:`from_config`.
+            A JSON-serialisable dict accepted by
+            [`from_config`][chexviz.classifier.MultiLabelClassifier.from_config].
         """
         return {
             "backbone": self.backbone.info.name,
@@ -292,10 +295,10 @@ class MultiLabelClassifier(nn.Module):
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> MultiLabelClassifier:
-        """Build an untrained model (no pretrained download) from :meth:`config`.
+        """Build an untrained model (no pretrained download) from `config`.
 
         Args:
-            config: The dict returned by :meth:`config`.
+            config: The dict returned by [`config`][chexviz.classifier.MultiLabelClassifier.config].
 
         Returns:
             A new model with freshly initialised weights.
@@ -321,7 +324,7 @@ class MultiLabelClassifier(nn.Module):
         Args:
             path: Destination file (conventionally ``*.safetensors``).
             extra_tensors: Tensors to store alongside, read back with
-                :func:`chexviz.weights.read_extra`.
+                [`read_extra`][chexviz.weights.read_extra].
             extra_metadata: Strings to store alongside, read back likewise.
 
         Returns:
@@ -347,13 +350,13 @@ class MultiLabelClassifier(nn.Module):
     def load(
         cls, path: str | os.PathLike[str], *, device: str | torch.device = "cpu"
     ) -> MultiLabelClassifier:
-        """Rebuild a model saved with :meth:`save`, in eval mode.
+        """Rebuild a model saved with `save`, in eval mode.
 
         The backbone is built with ``pretrained=False`` (nothing is downloaded) and the saved
         tensors are loaded into it. No pickle is ever read.
 
         Args:
-            path: A file written by :meth:`save`.
+            path: A file written by [`save`][chexviz.classifier.MultiLabelClassifier.save].
             device: Where to put the model.
 
         Returns:

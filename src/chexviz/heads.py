@@ -157,7 +157,7 @@ def default_dropout(name: str) -> float:
     """The dropout probability head ``name`` uses when none is given.
 
     Args:
-        name: One of :func:`list_heads`.
+        name: One of [`list_heads`][chexviz.heads.list_heads].
 
     Returns:
         The default probability.
@@ -171,7 +171,7 @@ def default_dropout(name: str) -> float:
 
 
 def list_heads() -> list[str]:
-    """Names accepted by :func:`create_head`, sorted.
+    """Names accepted by [`create_head`][chexviz.heads.create_head], sorted.
 
     Returns:
         The head names.
@@ -190,12 +190,13 @@ def create_head(
     """Build a head by name.
 
     Args:
-        name: One of :func:`list_heads`.
+        name: One of [`list_heads`][chexviz.heads.list_heads].
         num_features: Channels of the feature map it will receive.
         num_labels: Number of outputs.
-        dropout: Dropout probability; None uses the head's default (:data:`DEFAULT_DROPOUT`).
+        dropout: Dropout probability; None uses the head's default
+            ([`DEFAULT_DROPOUT`][chexviz.heads.DEFAULT_DROPOUT]).
         feature_size: ``(h, w)`` of the feature map; required by the heads in
-            :data:`NEEDS_FEATURE_SIZE`, ignored by the others.
+            [`NEEDS_FEATURE_SIZE`][chexviz.heads.NEEDS_FEATURE_SIZE], ignored by the others.
 
     Returns:
         The head module.

@@ -42,7 +42,8 @@ def masked_bce_sum(
     """Sum of the per-entry BCE over non-ignored entries, and how many entries that was.
 
     Distributed training adds sums and counts over processes before dividing, which keeps the
-    loss equal to the single-process mean; :func:`masked_bce_with_logits` is the local mean.
+    loss equal to the single-process mean;
+    [`masked_bce_with_logits`][chexviz.losses.masked_bce_with_logits] is the local mean.
 
     Args:
         logits: Raw scores ``[..., L]``.
@@ -80,7 +81,7 @@ def masked_bce_with_logits(
         logits: Raw scores ``[..., L]``.
         targets: Targets of the same shape in ``{0, 1}``, ``nan`` for ignored entries.
         pos_weight: Optional weight ``[L]`` of the positive term per label (as in
-            :class:`torch.nn.BCEWithLogitsLoss`).
+            `torch.nn.BCEWithLogitsLoss`).
 
     Returns:
         The scalar loss.
@@ -93,7 +94,7 @@ def masked_bce_with_logits(
 
 
 class MaskedBCEWithLogitsLoss(nn.Module):
-    """Module form of :func:`masked_bce_with_logits` holding an optional ``pos_weight``.
+    """Module form of `masked_bce_with_logits` holding an optional ``pos_weight``.
 
     Args:
         pos_weight: Optional weight of the positive term per label, length ``L``.

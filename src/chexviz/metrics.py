@@ -1,10 +1,11 @@
 """Per-label and macro-averaged metrics for multi-label chest X-ray classification.
 
-AUROC comes from scikit-learn's :func:`sklearn.metrics.roc_auc_score` (exact, tie-aware and
+AUROC comes from scikit-learn's `sklearn.metrics.roc_auc_score` (exact, tie-aware and
 widely used, so numbers compare with published ones). A label that has a single class among the
 evaluated entries has no defined AUROC: it is reported as ``nan`` and listed in
-:attr:`Metrics.undefined_auroc`, never as 0 or 1, and macro averages skip it. Entries whose target
-is ``nan`` (ignored) are left out of every metric of their label.
+[`Metrics.undefined_auroc`][chexviz.metrics.Metrics.undefined_auroc], never as 0 or 1, and
+macro averages skip it. Entries whose target is ``nan`` (ignored) are left out of every metric
+of their label.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ def _to_json_value(value: float) -> float | None:
 class Metrics:
     """Metrics of one evaluation, per label and macro-averaged.
 
-    Per-label arrays have one entry per name in :attr:`labels`; ``nan`` means undefined (AUROC
+    Per-label arrays have one entry per name in `labels`; ``nan`` means undefined (AUROC
     with a single class, F1 with no positive target nor prediction, any metric of a label with no
     evaluated entry).
 
@@ -120,7 +121,7 @@ class Metrics:
         return frame
 
     def to_dict(self) -> dict[str, Any]:
-        """Return a JSON-serialisable dict (``nan`` becomes ``None``), see :meth:`from_dict`.
+        """Return a JSON-serialisable dict (``nan`` becomes ``None``), see `from_dict`.
 
         Returns:
             Per-label lists, the macro averages, the undefined-AUROC labels and the loss.
@@ -137,7 +138,7 @@ class Metrics:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Metrics:
-        """Rebuild metrics from :meth:`to_dict` output.
+        """Rebuild metrics from [`to_dict`][chexviz.metrics.Metrics.to_dict] output.
 
         Args:
             data: The dict (derived entries such as ``"macro"`` are recomputed, not read).

@@ -7,9 +7,9 @@ Backbones are looked up by name, in the style of ``torchvision.models`` and ``ti
     list_backbones("res*")  # ['resnet18', 'resnet50']
     backbone = create_backbone("densenet121", in_channels=1)
 
-The built-in backbones live in :mod:`chexviz.backbones`. Other packages add their own through
-the ``chexviz.backbones`` entry-point group; those are discovered the first time the registry
-is listed or queried (see the models guide).
+The built-in backbones live in [`chexviz.backbones`][chexviz.backbones]. Other packages add
+their own through the ``chexviz.backbones`` entry-point group; those are discovered the first
+time the registry is listed or queried (see the models guide).
 """
 
 from __future__ import annotations
@@ -92,7 +92,8 @@ class Backbone(nn.Module):
     """A feature extractor: normalised images in, a spatial feature map out.
 
     The default implementation runs ``features`` on the input; subclasses may override
-    :meth:`forward_features` for networks that are not a single module chain.
+    [`forward_features`][chexviz.registry.Backbone.forward_features] for networks that are not
+    a single module chain.
 
     Args:
         features: The module that maps ``[B, C, H, W]`` to ``[B, num_features, h, w]``.
@@ -121,7 +122,7 @@ class Backbone(nn.Module):
         return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Same as :meth:`forward_features`."""
+        """Same as [`forward_features`][chexviz.registry.Backbone.forward_features]."""
         return self.forward_features(x)
 
     @property
@@ -131,7 +132,7 @@ class Backbone(nn.Module):
 
 
 class BackboneBuilder(Protocol):
-    """A function that builds a backbone; what :func:`register_backbone` decorates."""
+    """A function that builds a backbone; what `register_backbone` decorates."""
 
     def __call__(self, *, pretrained: bool, in_channels: int) -> Backbone:
         """Build the backbone.
@@ -156,7 +157,7 @@ def register_backbone(name: str) -> Callable[[_B], _B]:
     """Register a backbone builder under ``name``.
 
     The decorated function is called as ``builder(pretrained=..., in_channels=...)`` and must
-    return a :class:`Backbone` whose ``info.name`` is ``name``.
+    return a [`Backbone`][chexviz.registry.Backbone] whose ``info.name`` is ``name``.
 
     Args:
         name: Registry name; must not be registered already.
@@ -256,7 +257,7 @@ def create_backbone(name: str, *, pretrained: bool = False, in_channels: int = 1
     """Build a registered backbone.
 
     Args:
-        name: Registry name, one of :func:`list_backbones`.
+        name: Registry name, one of [`list_backbones`][chexviz.registry.list_backbones].
         pretrained: Load ImageNet weights through torchvision's weights API (downloads them
             on first use); the first convolution is adapted when ``in_channels`` is 1.
         in_channels: 1 for greyscale or 3 for RGB input.

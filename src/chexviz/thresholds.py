@@ -1,9 +1,10 @@
 """Per-label decision thresholds tuned on validation predictions.
 
 A multi-label model trained on imbalanced labels rarely has its best operating point at 0.5.
-:func:`tune_thresholds` picks, per label, the threshold that maximises F1 or Youden's J
-(sensitivity + specificity - 1) on validation data. The trainer stores them on the model with
-``MultiLabelClassifier.set_thresholds``, where Grad-CAM and the accuracy metric read them.
+[`tune_thresholds`][chexviz.thresholds.tune_thresholds] picks, per label, the threshold that
+maximises F1 or Youden's J (sensitivity + specificity - 1) on validation data. The trainer
+stores them on the model with ``MultiLabelClassifier.set_thresholds``, where Grad-CAM and the
+accuracy metric read them.
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ __all__ = ["ThresholdMetric", "tune_thresholds"]
 logger = logging.getLogger(__name__)
 
 ThresholdMetric = Literal["f1", "youden"]
-"""What :func:`tune_thresholds` maximises: ``"f1"`` or ``"youden"`` (Youden's J)."""
+"""What [`tune_thresholds`][chexviz.thresholds.tune_thresholds] maximises: ``"f1"`` or
+``"youden"`` (Youden's J).
+"""
 
 
 def _best_threshold(score: np.ndarray, truth: np.ndarray, metric: ThresholdMetric) -> float:

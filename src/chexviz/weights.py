@@ -156,8 +156,9 @@ def read_header(path: str | os.PathLike[str]) -> dict[str, Any]:
 
     Returns:
         The header: ``format``, ``format_version``, ``chexviz_version``, ``config`` (the
-        classifier's :meth:`~chexviz.classifier.MultiLabelClassifier.config`), ``thresholds``,
-        ``mean`` and ``std``.
+        classifier's
+        [`MultiLabelClassifier.config`][chexviz.classifier.MultiLabelClassifier.config]),
+        ``thresholds``, ``mean`` and ``std``.
 
     Raises:
         FileNotFoundError: If the file does not exist.
@@ -213,7 +214,7 @@ def read_weights(
         device: Where to put the tensors.
 
     Returns:
-        ``(header, state_dict)``; see :func:`read_header`.
+        ``(header, state_dict)``; see [`read_header`][chexviz.weights.read_header].
 
     Raises:
         FileNotFoundError: If the file does not exist.
@@ -269,11 +270,14 @@ def write_weights(
 
     Args:
         path: Destination; its parent directory must exist.
-        state_dict: Model tensors; keys must not start with :data:`EXTRA_PREFIX`.
-        header: ``config``, ``thresholds``, ``mean`` and ``std`` (see :func:`read_header`);
-            the format fields are added here.
-        extra_tensors: Additional tensors, read back by :func:`read_extra`.
-        extra_metadata: Additional string metadata, read back by :func:`read_extra`.
+        state_dict: Model tensors; keys must not start with
+            [`EXTRA_PREFIX`][chexviz.weights.EXTRA_PREFIX].
+        header: ``config``, ``thresholds``, ``mean`` and ``std`` (see
+            [`read_header`][chexviz.weights.read_header]); the format fields are added here.
+        extra_tensors: Additional tensors, read back by
+            [`read_extra`][chexviz.weights.read_extra].
+        extra_metadata: Additional string metadata, read back by
+            [`read_extra`][chexviz.weights.read_extra].
 
     Returns:
         The written path.
