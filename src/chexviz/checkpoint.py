@@ -1,8 +1,8 @@
 """Training checkpoints in the safe chexviz weight format (no pickle anywhere).
 
 A checkpoint is a regular model file written by
-:meth:`~chexviz.classifier.MultiLabelClassifier.save`, so ``MultiLabelClassifier.load`` opens it.
-The training state rides along as extras:
+[`MultiLabelClassifier.save`][chexviz.classifier.MultiLabelClassifier.save], so
+``MultiLabelClassifier.load`` opens it. The training state rides along as extras:
 
 * extra tensors: the optimizer's per-parameter tensors (``optim/<index>/<name>``) and the torch
   random generator states as ``uint8`` tensors (``rng/torch``, ``rng/cuda/<device>``);
@@ -77,8 +77,10 @@ class TrainingState:
         partial: Running sums of the unfinished epoch (``loss_sum``, ``steps``, ``images``,
             ``seconds``) when ``step > 0``.
         settings: Trainer settings that must match for an exact continuation.
-        rng_tensors: Torch generator states (from :func:`capture_rng`).
-        rng_json: NumPy and Python generator states (from :func:`capture_rng`).
+        rng_tensors: Torch generator states (from
+            [`capture_rng`][chexviz.checkpoint.capture_rng]).
+        rng_json: NumPy and Python generator states (from
+            [`capture_rng`][chexviz.checkpoint.capture_rng]).
     """
 
     epoch: int
@@ -119,7 +121,7 @@ def capture_rng() -> tuple[dict[str, Tensor], dict[str, Any]]:
 
 
 def restore_rng(tensors: Mapping[str, Tensor], json_state: Mapping[str, Any]) -> None:
-    """Restore generator states captured by :func:`capture_rng`.
+    """Restore generator states captured by [`capture_rng`][chexviz.checkpoint.capture_rng].
 
     CUDA states are restored for the devices present in both the snapshot and this machine.
 
@@ -221,7 +223,8 @@ def save_best(path: str | Path, model: MultiLabelClassifier, record: EpochRecord
     """Write the weights of the best epoch so far (atomically), with that epoch's record.
 
     The file is a plain model file: ``MultiLabelClassifier.load`` opens it, and
-    ``chexviz.weights.read_extra`` returns the record as JSON under :data:`BEST_KEY`.
+    ``chexviz.weights.read_extra`` returns the record as JSON under
+    [`BEST_KEY`][chexviz.checkpoint.BEST_KEY].
 
     Args:
         path: Destination file.
@@ -247,7 +250,8 @@ def load_training_state(path: str | Path, model: MultiLabelClassifier) -> Traini
     """Load a checkpoint's weights into ``model`` and return its training state.
 
     Args:
-        path: A file written by :func:`save_training_state`.
+        path: A file written by
+            [`save_training_state`][chexviz.checkpoint.save_training_state].
         model: The model to load into; its architecture must match the file's.
 
     Returns:

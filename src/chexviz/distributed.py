@@ -1,10 +1,11 @@
 """Data-parallel helpers for running the trainer under ``torchrun``.
 
 ``torchrun --nproc_per_node=N script.py`` starts ``N`` copies of a script with ``RANK``,
-``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT`` set. :func:`detect` reads
-them, :func:`setup` joins the process group (NCCL on GPUs, Gloo on CPU) and the other helpers do
-the collective work the trainer needs: gathering evaluation outputs in dataset order and keeping
-buffers identical across processes.
+``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT`` set.
+[`detect`][chexviz.distributed.detect] reads them, [`setup`][chexviz.distributed.setup] joins
+the process group (NCCL on GPUs, Gloo on CPU) and the other helpers do the collective work the
+trainer needs: gathering evaluation outputs in dataset order and keeping buffers identical
+across processes.
 """
 
 from __future__ import annotations
@@ -97,7 +98,7 @@ def setup(context: DistributedContext, device: torch.device) -> None:
     initialised is reused after checking its size. A group created here is destroyed at exit.
 
     Args:
-        context: From :func:`detect`.
+        context: From [`detect`][chexviz.distributed.detect].
         device: The device this process trains on.
 
     Raises:

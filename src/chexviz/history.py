@@ -85,7 +85,7 @@ class EpochRecord:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> EpochRecord:
-        """Rebuild a record from :meth:`to_dict` output.
+        """Rebuild a record from [`to_dict`][chexviz.history.EpochRecord.to_dict] output.
 
         Args:
             data: The dict.
@@ -168,7 +168,7 @@ class History:
         return frame
 
     def to_dict(self) -> dict[str, Any]:
-        """Return a JSON-serialisable dict, see :meth:`from_dict`.
+        """Return a JSON-serialisable dict, see [`from_dict`][chexviz.history.History.from_dict].
 
         Returns:
             ``{"records": [...]}``.
@@ -177,7 +177,7 @@ class History:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> History:
-        """Rebuild a history from :meth:`to_dict` output.
+        """Rebuild a history from [`to_dict`][chexviz.history.History.to_dict] output.
 
         Args:
             data: The dict.
@@ -188,7 +188,7 @@ class History:
         return cls([EpochRecord.from_dict(r) for r in data["records"]])
 
     def to_csv(self, path: str | Path) -> None:
-        """Write :meth:`to_frame` (macro metrics per epoch) as CSV.
+        """Write [`to_frame`][chexviz.history.History.to_frame] (macro metrics per epoch) as CSV.
 
         Args:
             path: Destination file.
@@ -205,7 +205,7 @@ class History:
 
     @classmethod
     def from_json(cls, path: str | Path) -> History:
-        """Read a history written by :meth:`to_json`.
+        """Read a history written by [`to_json`][chexviz.history.History.to_json].
 
         Args:
             path: The JSON file.

@@ -94,7 +94,7 @@ def masked_bce_with_logits(
 
 
 class MaskedBCEWithLogitsLoss(nn.Module):
-    """Module form of `masked_bce_with_logits` holding an optional ``pos_weight``.
+    """Module form of [`masked_bce_with_logits`][chexviz.losses.masked_bce_with_logits].
 
     Args:
         pos_weight: Optional weight of the positive term per label, length ``L``.

@@ -121,10 +121,11 @@ class Metrics:
         return frame
 
     def to_dict(self) -> dict[str, Any]:
-        """Return a JSON-serialisable dict (``nan`` becomes ``None``), see `from_dict`.
+        """Return a JSON-serialisable dict, see [`from_dict`][chexviz.metrics.Metrics.from_dict].
 
         Returns:
-            Per-label lists, the macro averages, the undefined-AUROC labels and the loss.
+            Per-label lists, the macro averages, the undefined-AUROC labels and the loss;
+            ``nan`` becomes ``None``.
         """
         out: dict[str, Any] = {"labels": list(self.labels)}
         for name in (*_PER_LABEL, "thresholds"):

@@ -1,13 +1,14 @@
-"""Training, evaluation and prediction for :class:`~chexviz.classifier.MultiLabelClassifier`.
+"""Training, evaluation and prediction for `MultiLabelClassifier`.
 
 The defaults are the reference study's settings: Adam, learning rate 2e-4, batch size 64, binary
-cross-entropy and 15 epochs. The loss ignores ``nan`` targets (see :mod:`chexviz.losses`).
+cross-entropy and 15 epochs. The loss ignores ``nan`` targets (see
+[`chexviz.losses`][chexviz.losses]).
 
 On CPU with a fixed ``seed`` a run is deterministic, and a run stopped at any point (even by
 ``kill -9``) and continued with ``fit(..., resume=True)`` ends with exactly the same weights as an
 uninterrupted one. On CUDA the trainer adds mixed precision, ``channels_last``, pinned memory and
 optional ``torch.compile``; none of that changes CPU behaviour. Under ``torchrun`` the same
-script trains with DistributedDataParallel (see :mod:`chexviz.distributed`).
+script trains with DistributedDataParallel (see [`chexviz.distributed`][chexviz.distributed]).
 """
 
 from __future__ import annotations
@@ -168,7 +169,7 @@ class Trainer:
             the LR after 2 epochs without improvement of validation macro-AUROC) or a callable
             ``optimizer -> scheduler``; stepped once per epoch.
         pos_weight: Positive-class weight per label for the loss (see
-            :func:`chexviz.losses.pos_weight_from_targets`).
+            [`pos_weight_from_targets`][chexviz.losses.pos_weight_from_targets]).
         threshold_metric: After each epoch, tune per-label thresholds on the validation set
             maximising ``"f1"`` or ``"youden"`` and store them on the model; None keeps the
             model's thresholds.
