@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from chexviz._atomic import write_bytes_atomic
 from chexviz.classifier import MultiLabelClassifier
 from chexviz.dataset import CheXpertDataset
 from chexviz.gradcam import GradCAM
@@ -224,7 +225,8 @@ def run_demo(
         data=folder,
         cache=cache_dir,
     )
-    (out / "summary.json").write_text(json.dumps(asdict(result), default=str, indent=2) + "\n")
+    summary_text = json.dumps(asdict(result), default=str, indent=2) + "\n"
+    write_bytes_atomic(out / "summary.json", summary_text.encode())
     return result
 
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from chexviz._atomic import write_bytes_atomic
 from chexviz.metrics import Metrics
 
 if TYPE_CHECKING:
@@ -193,7 +194,7 @@ class History:
         Args:
             path: Destination file.
         """
-        self.to_frame().to_csv(path)
+        write_bytes_atomic(path, self.to_frame().to_csv().encode())
 
     def to_json(self, path: str | Path) -> None:
         """Write the full history, per-label metrics included, as strict JSON.
@@ -201,7 +202,8 @@ class History:
         Args:
             path: Destination file.
         """
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n")
+        text = json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n"
+        write_bytes_atomic(path, text.encode())
 
     @classmethod
     def from_json(cls, path: str | Path) -> History:
