@@ -14,12 +14,13 @@ forward pass (see [`GradCAM`][chexviz.gradcam.GradCAM]).
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import itertools
 import logging
 import os
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from types import TracebackType
 from typing import Any, Literal, TypeAlias, TypeGuard, get_args
 
@@ -283,13 +284,11 @@ class GradCAM:
         device, dtype = _model_device_dtype(model)
         batch = int(images.shape[0])
         captured: list[list[torch.Tensor]] = [[] for _ in self._layers]
-        handles: list[torch.utils.hooks.RemovableHandle] = []
-        training = _training_modules(model)
-        try:
-            for (_, layer), store in zip(self._layers, captured, strict=True):
-                handles.append(layer.register_forward_hook(_capture_hook(store)))
-            for module in training:
-                module.training = False
+        hooks = [
+            (layer, _capture_hook(store))
+            for (_, layer), store in zip(self._layers, captured, strict=True)
+        ]
+        with _hooked_in_eval(model, hooks):
             # The hook switches gradients on at the first target layer, so everything before it
             # runs without building a graph; leaving the context restores the caller's mode.
             with torch.no_grad():
@@ -300,11 +299,6 @@ class GradCAM:
             wanted = _resolve_classes(classes, labels, batch, probabilities, thresholds)
             activations = self._activations(captured) if any(wanted) else []
             raw = self._raw_maps(logits, activations, wanted) if any(wanted) else None
-        finally:
-            for handle in handles:
-                handle.remove()
-            for module in training:
-                module.training = True
         return self._explanation(images, labels, probabilities, thresholds, wanted, raw)
 
     def _resolve_layers(
@@ -353,26 +347,17 @@ class GradCAM:
 
             return hook
 
-        handles = []
-        training = _training_modules(model)
+        hooks = [
+            (module, record(name)) for name, module in model.named_modules() if module is not model
+        ]
         try:
-            for name, module in model.named_modules():
-                if module is not model:
-                    handles.append(module.register_forward_hook(record(name)))
-            for module in training:
-                module.training = False
-            with torch.inference_mode(False), torch.no_grad():
+            with _hooked_in_eval(model, hooks), torch.inference_mode(False), torch.no_grad():
                 model(dummy)
         except Exception as error:
             raise ValueError(
                 f"cannot find a Grad-CAM target layer automatically: the model failed on a "
                 f"dummy input of shape {list(dummy.shape)} ({error}); pass target_layer"
             ) from error
-        finally:
-            for handle in handles:
-                handle.remove()
-            for module in training:
-                module.training = True
         for name, module, shape in reversed(finished):
             if (
                 shape is not None
@@ -803,13 +788,26 @@ def _optional_int(model: nn.Module, name: str) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-def _training_modules(model: nn.Module) -> list[nn.Module]:
-    """The modules in training mode: the ones to switch to eval and back.
+@contextlib.contextmanager
+def _hooked_in_eval(model: nn.Module, hooks: Sequence[tuple[nn.Module, _Hook]]) -> Iterator[None]:
+    """Registers forward hooks and puts ``model`` in eval mode; undoes both on exit, always.
 
-    Setting the flag on every module of a large network would cost a noticeable fraction of a
-    forward pass.
+    Only the modules in training mode are switched and switched back: setting the flag on every
+    module of a large network would cost a noticeable fraction of a forward pass.
     """
-    return [module for module in model.modules() if module.training]
+    training = [module for module in model.modules() if module.training]
+    handles: list[torch.utils.hooks.RemovableHandle] = []
+    try:
+        for module, hook in hooks:
+            handles.append(module.register_forward_hook(hook))
+        for module in training:
+            module.training = False
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+        for module in training:
+            module.training = True
 
 
 def _first_conv_channels(model: nn.Module) -> int | None:
