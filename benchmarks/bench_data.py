@@ -33,8 +33,8 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from chexviz.dataset import CheXpertDataset
-from chexviz.synthetic import make_synthetic_chexpert
+from chexviz.data.dataset import CheXpertDataset
+from chexviz.data.synthetic import make_synthetic_chexpert
 
 logger = logging.getLogger("bench_data")
 

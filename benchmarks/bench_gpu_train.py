@@ -22,8 +22,8 @@ import sys
 import torch
 from torch.utils.data import TensorDataset
 
-from chexviz.classifier import MultiLabelClassifier
-from chexviz.trainer import Trainer
+from chexviz.models.classifier import MultiLabelClassifier
+from chexviz.training.trainer import Trainer
 
 BATCH = 64
 STUDY_BACKBONES = ["densenet121", "mobilenet_v2", "inception_v3", "vgg16"]

@@ -38,8 +38,8 @@ from typing import Any
 
 import torch
 
-from chexviz.classifier import MultiLabelClassifier
-from chexviz.gradcam import GradCAM
+from chexviz.explain.gradcam import GradCAM
+from chexviz.models.classifier import MultiLabelClassifier
 
 SIZE = 128
 BATCH = 64

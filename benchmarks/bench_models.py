@@ -24,8 +24,8 @@ from pathlib import Path
 
 import torch
 
-from chexviz.classifier import MultiLabelClassifier
-from chexviz.registry import list_backbones
+from chexviz.models.classifier import MultiLabelClassifier
+from chexviz.models.registry import list_backbones
 
 BUILTINS = (
     "simple_cnn",

@@ -30,7 +30,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from chexviz.synthetic import SIGN_LABELS, load_boxes, make_synthetic_chexpert
+from chexviz.data.boxes import load_boxes
+from chexviz.data.synthetic import SIGN_LABELS, make_synthetic_chexpert
 
 logger = logging.getLogger("bench_synthetic")
 
@@ -86,12 +87,12 @@ def box_sizes(release: Path) -> pd.DataFrame:
 def learnability(
     work: Path, patients: int, size: int, epochs: int
 ) -> tuple[pd.DataFrame, dict[str, float]]:
-    from chexviz.classifier import MultiLabelClassifier
-    from chexviz.dataset import CheXpertDataset
-    from chexviz.gradcam import GradCAM
-    from chexviz.localization import score_localization, summarize_localization
-    from chexviz.splits import split_by_patient
-    from chexviz.trainer import Trainer
+    from chexviz.data.dataset import CheXpertDataset
+    from chexviz.data.splits import split_by_patient
+    from chexviz.explain.gradcam import GradCAM
+    from chexviz.explain.localization import score_localization, summarize_localization
+    from chexviz.models.classifier import MultiLabelClassifier
+    from chexviz.training.trainer import Trainer
 
     release = make_synthetic_chexpert(work / "learn", n_patients=patients, valid_patients=0)
     data = CheXpertDataset(
@@ -112,10 +113,9 @@ def learnability(
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     metrics = trainer.evaluate(test)
     model.eval()
-    with GradCAM(model) as cam:
-        scores = score_localization(
-            cam, test, load_boxes(release / "train_boxes.csv"), classes="true", progress=False
-        )
+    scores = score_localization(
+        GradCAM(model), test, load_boxes(release / "train_boxes.csv"), classes="true", progress=False
+    )
     table = summarize_localization(scores)
     table.insert(0, "auroc", pd.Series(dict(zip(SIGN_LABELS, metrics.auroc, strict=True))))
     summary = {

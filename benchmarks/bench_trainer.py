@@ -27,8 +27,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from chexviz.classifier import MultiLabelClassifier
-from chexviz.trainer import Trainer
+from chexviz.models.classifier import MultiLabelClassifier
+from chexviz.training.trainer import Trainer
 
 BATCH = 64
 

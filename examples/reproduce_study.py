@@ -135,9 +135,8 @@ def main() -> None:
     plot_comparison(table, args.out / "comparison.png")
 
     best = str(table["macro AUROC"].idxmax())
-    with GradCAM(models[best]) as cam:
-        image = test[int(np.argmax(test_targets.sum(axis=1)))][0]
-        explanation = cam.explain(image)
+    image = test[int(np.argmax(test_targets.sum(axis=1)))][0]
+    explanation = GradCAM(models[best]).explain(image)
     save_study_figure(explanation, args.out / f"gradcam_{best}.png")
     print(f"outputs in {args.out}")
 

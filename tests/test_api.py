@@ -10,7 +10,7 @@ from pathlib import Path
 import chexviz
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
-_ROW = re.compile(r"^\|\s*`([A-Za-z_][A-Za-z0-9_]*)`\s*\|\s*`chexviz\.([a-z_]+)`\s*\|")
+_ROW = re.compile(r"^\|\s*`([A-Za-z_][A-Za-z0-9_]*)`\s*\|\s*`chexviz\.([a-z_]+\.[a-z_]+)`\s*\|")
 
 
 def _documented_names() -> dict[str, str]:
@@ -29,7 +29,8 @@ def test_all_matches_documented_api() -> None:
         assert getattr(chexviz, name) is getattr(
             __import__(f"chexviz.{module}", fromlist=[name]), name
         ), f"{name} is not re-exported from chexviz.{module}"
-        assert (DOCS / "api" / f"{module}.md").is_file(), f"no API page for chexviz.{module}"
+        page = DOCS / "api" / (module.replace(".", "/") + ".md")
+        assert page.is_file(), f"no API page for chexviz.{module}"
 
 
 def test_import_does_not_load_matplotlib() -> None:

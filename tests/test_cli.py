@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from chexviz.cli import main
-from chexviz.synthetic import make_synthetic_chexpert
+from chexviz.data.synthetic import make_synthetic_chexpert
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from chexviz.data.synthetic import SIGN_LABELS
 from chexviz.demo import run_demo
-from chexviz.synthetic import SIGN_LABELS
 
 
 @pytest.fixture(scope="module")

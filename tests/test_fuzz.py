@@ -28,12 +28,12 @@ from hypothesis import HealthCheck, assume, event, example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from chexviz.classifier import MultiLabelClassifier
-from chexviz.dataset import CheXpertDataset
-from chexviz.gradcam import METHODS, GradCAM
-from chexviz.images import ImageDecodeError, load_image
-from chexviz.labels import CHEXPERT_LABELS, MissingColumnsError, apply_policy
-from chexviz.splits import split_by_patient
+from chexviz.data.dataset import CheXpertDataset
+from chexviz.data.images import ImageDecodeError, load_image
+from chexviz.data.labels import CHEXPERT_LABELS, MissingColumnsError, apply_policy
+from chexviz.data.splits import split_by_patient
+from chexviz.explain.gradcam import METHODS, GradCAM
+from chexviz.models.classifier import MultiLabelClassifier
 from conftest import CHEXPERT_HEADER
 
 EXAMPLES = int(os.environ.get("CHEXVIZ_FUZZ_EXAMPLES", "50"))
@@ -408,13 +408,13 @@ def test_cam_invariants_on_pathological_inputs(
 ) -> None:
     model = _cam_model(channels, scale, size)
     images = torch.stack([_pattern(k, (channels, size, size), seed) for k in kinds])
-    with GradCAM(model, method=method) as cam:  # type: ignore[arg-type]
-        try:
-            explanation = cam.explain(images, classes=["a", "c"], threshold=threshold)
-        except ValueError as error:
-            refused = str(error)
-        else:
-            refused = ""
+    cam = GradCAM(model, method=method)  # type: ignore[arg-type]
+    try:
+        explanation = cam.explain(images, classes=["a", "c"], threshold=threshold)
+    except ValueError as error:
+        refused = str(error)
+    else:
+        refused = ""
     if refused:
         # Extreme weights may overflow float32: refused, never returned as NaN.
         assert "not finite" in refused
@@ -440,5 +440,6 @@ def test_cam_invariants_on_pathological_inputs(
 def test_cam_refuses_images_outside_the_unit_range(value: float) -> None:
     images = torch.rand(1, 1, 16, 16)
     images[0, 0, 3, 3] = value
-    with GradCAM(_cam_model(1, 0)) as cam, pytest.raises(ValueError, match=r"NaN|\[0, 1\]"):
+    cam = GradCAM(_cam_model(1, 0))
+    with pytest.raises(ValueError, match=r"NaN|\[0, 1\]"):
         cam.explain(images)

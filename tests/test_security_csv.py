@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from chexviz.dataset import CheXpertDataset
-from chexviz.labels import LabelValueError, MissingColumnsError
+from chexviz.data.dataset import CheXpertDataset
+from chexviz.data.labels import LabelValueError, MissingColumnsError
 
 MakeData = Callable[..., Path]
 SIZE = 8

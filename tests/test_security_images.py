@@ -21,8 +21,8 @@ import torch
 from PIL import Image, ImageFile
 from torch.utils.data import DataLoader
 
-from chexviz.dataset import CheXpertDataset
-from chexviz.images import ImageDecodeError, load_image
+from chexviz.data.dataset import CheXpertDataset
+from chexviz.data.images import ImageDecodeError, load_image
 
 MakeData = Callable[..., Path]
 SIZE = 8

@@ -21,10 +21,10 @@ import pytest
 import torch
 from torch.utils.data import Dataset, TensorDataset
 
-from chexviz.checkpoint import BEST_NAME, LAST_NAME, STATE_KEY, load_training_state
-from chexviz.classifier import MultiLabelClassifier
-from chexviz.trainer import Trainer
-from chexviz.weights import read_extra, read_weights
+from chexviz.models.classifier import MultiLabelClassifier
+from chexviz.models.serialization import read_extra, read_weights
+from chexviz.training.checkpoint import BEST_NAME, LAST_NAME, STATE_KEY, load_training_state
+from chexviz.training.trainer import Trainer
 
 LABELS = ("a", "b", "c")
 
@@ -155,8 +155,8 @@ _SCRIPT = """
 import logging, multiprocessing, os, signal, sys
 import torch
 from torch.utils.data import Dataset
-from chexviz.classifier import MultiLabelClassifier
-from chexviz.trainer import Trainer
+from chexviz.models.classifier import MultiLabelClassifier
+from chexviz.training.trainer import Trainer
 
 
 class Data(Dataset):

@@ -18,9 +18,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from chexviz.checkpoint import load_training_state, read_history
-from chexviz.classifier import MultiLabelClassifier
-from chexviz.weights import WeightFileError, read_extra, read_header, read_weights
+from chexviz.models.classifier import MultiLabelClassifier
+from chexviz.models.serialization import WeightFileError, read_extra, read_header, read_weights
+from chexviz.training.checkpoint import load_training_state, read_history
 
 SRC = Path(__file__).parents[1] / "src" / "chexviz"
 

@@ -21,9 +21,9 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset, TensorDataset
 
-from chexviz.classifier import MultiLabelClassifier
-from chexviz.gradcam import GradCAM
-from chexviz.trainer import Trainer
+from chexviz.explain.gradcam import GradCAM
+from chexviz.models.classifier import MultiLabelClassifier
+from chexviz.training.trainer import Trainer
 
 LABELS = ("a", "b", "c")
 MB = 1024 * 1024
@@ -113,16 +113,15 @@ def _explain_many(calls: int, report: dict[str, float]) -> None:
     cam = GradCAM(model)
     for _ in range(20):  # warm-up: allocator pools and lazy imports settle
         cam.explain(images, classes=["a", "c"])
-    cam.close()
     hooks, global_hooks = _hooks(model), _global_hooks()
     grads = [p.grad for p in model.parameters()]
     with _flat(rss_mb=24, objects=500, report=report) as start:
-        with GradCAM(model) as cam:
-            first = cam.explain(images, classes=["a", "c"])
-            for call in range(calls):
-                explanation = cam.explain(images, classes=["a", "c"])
-                if call % max(calls // 10, 1) == 0:
-                    start.samples.append(_rss())
+        cam = GradCAM(model)
+        first = cam.explain(images, classes=["a", "c"])
+        for call in range(calls):
+            explanation = cam.explain(images, classes=["a", "c"])
+            if call % max(calls // 10, 1) == 0:
+                start.samples.append(_rss())
         del explanation
     # Same maps at the end as at the start: no state carried from call to call.
     again = GradCAM(model).explain(images, classes=["a", "c"])

@@ -46,9 +46,9 @@ def main() -> None:
     print("|---|---|---|---|---|---|")
     for name, layers in LAYERS.items():
         for method in ("gradcam",) if len(layers) == 1 else ("layercam",):
-            with GradCAM(model, layers, method=method) as cam:
-                scores = score_localization(cam, test, boxes, classes="true", progress=False)
-                side = next(iter(cam.explain(test[0][0], classes=[0]).raw_maps[0].values())).shape
+            cam = GradCAM(model, layers, method=method)
+            scores = score_localization(cam, test, boxes, classes="true", progress=False)
+            side = next(iter(cam.explain(test[0][0], classes=[0]).raw_maps[0].values())).shape
             overall = summarize_localization(scores).loc["overall"]
             print(
                 f"| {name} ({method}) | {side[0]}x{side[1]} | {overall['hit_rate']:.3f} | "

@@ -23,22 +23,23 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from chexviz.classifier import MultiLabelClassifier
-from chexviz.dataset import CheXpertDataset
-from chexviz.explanation import Explanation
-from chexviz.faithfulness import perturbation_curve, score_faithfulness
-from chexviz.gradcam import GradCAM
-from chexviz.localization import (
+from chexviz.data.boxes import load_boxes, scale_boxes
+from chexviz.data.dataset import CheXpertDataset
+from chexviz.data.synthetic import make_synthetic_chexpert
+from chexviz.explain.explanation import Explanation
+from chexviz.explain.faithfulness import perturbation_curve, score_faithfulness
+from chexviz.explain.gradcam import GradCAM
+from chexviz.explain.localization import (
     box_iou,
     energy_in_box,
     pointing_game,
     score_localization,
     summarize_localization,
 )
-from chexviz.overlay import overlay_heatmap
-from chexviz.report import save_study_figure
-from chexviz.synthetic import load_boxes, make_synthetic_chexpert, scale_boxes
-from chexviz.trainer import Trainer
+from chexviz.explain.overlay import overlay_heatmap
+from chexviz.explain.report import save_study_figure
+from chexviz.models.classifier import MultiLabelClassifier
+from chexviz.training.trainer import Trainer
 
 DOCS = Path(__file__).resolve().parents[1]
 
@@ -202,7 +203,6 @@ def main() -> None:
     faithful = score_faithfulness(model, batch, steps=20)
     print(f"\nfaithfulness over {len(faithful)} maps (mean):")
     print(faithful[["deletion", "deletion_random", "insertion", "insertion_random"]].mean())
-    cam.close()
 
 
 if __name__ == "__main__":

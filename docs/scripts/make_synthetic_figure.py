@@ -22,7 +22,8 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from PIL import Image
 
-from chexviz.synthetic import SIGN_LABELS, load_boxes, make_synthetic_chexpert
+from chexviz.data.boxes import load_boxes
+from chexviz.data.synthetic import SIGN_LABELS, make_synthetic_chexpert
 
 BOX_RGB = (255, 59, 48)
 OUT = Path(__file__).resolve().parents[1] / "images" / "synthetic_examples.png"

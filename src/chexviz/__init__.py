@@ -4,22 +4,22 @@ The public API is re-exported here; see the API reference for each module.
 """
 
 from chexviz._version import __version__
-from chexviz.classifier import MultiLabelClassifier
-from chexviz.dataset import CheXpertDataset
-from chexviz.explanation import Explanation
-from chexviz.faithfulness import deletion_score, insertion_score, score_faithfulness
-from chexviz.gradcam import METHODS, GradCAM
-from chexviz.heads import list_heads
-from chexviz.history import EpochRecord, History
-from chexviz.images import ImageDecodeError, load_image, to_tensor
-from chexviz.labels import (
+from chexviz.data.boxes import load_boxes, scale_boxes
+from chexviz.data.dataset import CheXpertDataset
+from chexviz.data.images import ImageDecodeError, load_image, to_tensor
+from chexviz.data.labels import (
     CHEXPERT_LABELS,
     COMPETITION_LABELS,
     LabelValueError,
     MissingColumnsError,
     encode_labels,
 )
-from chexviz.localization import (
+from chexviz.data.splits import REFERENCE_SPLIT, split_by_patient
+from chexviz.data.synthetic import SIGN_LABELS, make_synthetic_chexpert
+from chexviz.explain.explanation import Explanation
+from chexviz.explain.faithfulness import deletion_score, insertion_score, score_faithfulness
+from chexviz.explain.gradcam import METHODS, GradCAM
+from chexviz.explain.localization import (
     box_iou,
     chance_pointing_rate,
     energy_in_box,
@@ -27,22 +27,27 @@ from chexviz.localization import (
     score_localization,
     summarize_localization,
 )
-from chexviz.losses import MaskedBCEWithLogitsLoss, masked_bce_with_logits, pos_weight_from_targets
-from chexviz.metrics import Metrics, compute_metrics
-from chexviz.overlay import overlay_heatmap
-from chexviz.registry import (
+from chexviz.explain.overlay import overlay_heatmap
+from chexviz.explain.report import save_study_figure, study_figure, write_html_report
+from chexviz.models.classifier import MultiLabelClassifier
+from chexviz.models.heads import list_heads
+from chexviz.models.registry import (
     Backbone,
     BackboneInfo,
     create_backbone,
     list_backbones,
     register_backbone,
 )
-from chexviz.report import save_study_figure, study_figure, write_html_report
-from chexviz.splits import REFERENCE_SPLIT, split_by_patient
-from chexviz.synthetic import SIGN_LABELS, load_boxes, make_synthetic_chexpert, scale_boxes
-from chexviz.thresholds import tune_thresholds
-from chexviz.trainer import Trainer
-from chexviz.weights import WeightFileError, read_extra
+from chexviz.models.serialization import WeightFileError, read_extra
+from chexviz.training.history import EpochRecord, History
+from chexviz.training.losses import (
+    MaskedBCEWithLogitsLoss,
+    masked_bce_with_logits,
+    pos_weight_from_targets,
+)
+from chexviz.training.metrics import Metrics, compute_metrics
+from chexviz.training.thresholds import tune_thresholds
+from chexviz.training.trainer import Trainer
 
 __all__ = [
     "Backbone",

@@ -14,9 +14,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from chexviz._version import __version__
-from chexviz.gradcam import METHODS
-from chexviz.heads import list_heads
-from chexviz.labels import CHEXPERT_LABELS, POLICY_NAMES, UncertaintyPolicy
+from chexviz.data.labels import CHEXPERT_LABELS, POLICY_NAMES, UncertaintyPolicy
+from chexviz.explain.gradcam import METHODS
+from chexviz.models.heads import list_heads
 
 _EXIT_ERROR = 1
 _EXIT_USAGE = 2
@@ -229,10 +229,10 @@ def _run_demo(args: argparse.Namespace) -> None:
 
 
 def _run_train(args: argparse.Namespace) -> None:
-    from chexviz.classifier import MultiLabelClassifier
-    from chexviz.dataset import CheXpertDataset
-    from chexviz.splits import split_by_patient
-    from chexviz.trainer import Trainer
+    from chexviz.data.dataset import CheXpertDataset
+    from chexviz.data.splits import split_by_patient
+    from chexviz.models.classifier import MultiLabelClassifier
+    from chexviz.training.trainer import Trainer
 
     def dataset(csv: str) -> CheXpertDataset:
         return CheXpertDataset(
@@ -283,9 +283,9 @@ def _run_train(args: argparse.Namespace) -> None:
 
 
 def _run_evaluate(args: argparse.Namespace) -> None:
-    from chexviz.classifier import MultiLabelClassifier
-    from chexviz.dataset import CheXpertDataset
-    from chexviz.trainer import Trainer
+    from chexviz.data.dataset import CheXpertDataset
+    from chexviz.models.classifier import MultiLabelClassifier
+    from chexviz.training.trainer import Trainer
 
     model = MultiLabelClassifier.load(args.model)
     data = CheXpertDataset(
@@ -306,14 +306,14 @@ def _run_evaluate(args: argparse.Namespace) -> None:
 
 
 def _run_explain(args: argparse.Namespace) -> None:
-    from chexviz.classifier import MultiLabelClassifier
-    from chexviz.gradcam import GradCAM
-    from chexviz.report import save_study_figure, write_html_report
+    from chexviz.explain.gradcam import GradCAM
+    from chexviz.explain.report import save_study_figure, write_html_report
+    from chexviz.models.classifier import MultiLabelClassifier
 
     model = MultiLabelClassifier.load(args.model)
     args.out.mkdir(parents=True, exist_ok=True)
-    with GradCAM(model, method=args.method) as cam:
-        explanation = cam.explain([str(path) for path in args.images], classes=args.classes)
+    cam = GradCAM(model, method=args.method)
+    explanation = cam.explain([str(path) for path in args.images], classes=args.classes)
     for index, path in enumerate(args.images):
         save_study_figure(explanation, args.out / f"{index:03d}_{path.stem}.png", index=index)
     report = write_html_report(explanation, args.out / "report.html", names=args.images)

@@ -20,16 +20,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from chexviz._atomic import write_bytes_atomic
-from chexviz.classifier import MultiLabelClassifier
-from chexviz.dataset import CheXpertDataset
-from chexviz.gradcam import GradCAM
-from chexviz.localization import score_localization, summarize_localization
-from chexviz.metrics import Metrics
-from chexviz.report import save_study_figure, write_html_report
-from chexviz.splits import split_by_patient
-from chexviz.synthetic import SIGN_LABELS, load_boxes, make_synthetic_chexpert
-from chexviz.trainer import Trainer
+from chexviz._internal.atomic import write_bytes_atomic
+from chexviz.data.boxes import load_boxes
+from chexviz.data.dataset import CheXpertDataset
+from chexviz.data.splits import split_by_patient
+from chexviz.data.synthetic import SIGN_LABELS, make_synthetic_chexpert
+from chexviz.explain.gradcam import GradCAM
+from chexviz.explain.localization import score_localization, summarize_localization
+from chexviz.explain.report import save_study_figure, write_html_report
+from chexviz.models.classifier import MultiLabelClassifier
+from chexviz.training.metrics import Metrics
+from chexviz.training.trainer import Trainer
 
 logger = logging.getLogger(__name__)
 
@@ -200,9 +201,9 @@ def run_demo(
     model.save(model_path)
 
     boxes = load_boxes(folder / "train_boxes.csv")
-    with GradCAM(model) as cam:
-        scores = score_localization(cam, test, boxes, classes="true", progress=progress)
-        report = _explain_test_images(cam, test, out, figures)
+    cam = GradCAM(model)
+    scores = score_localization(cam, test, boxes, classes="true", progress=progress)
+    report = _explain_test_images(cam, test, out, figures)
     scores.to_csv(out / "localization.csv", index=False)
     summary = summarize_localization(scores)
     summary.to_csv(out / "localization_summary.csv")

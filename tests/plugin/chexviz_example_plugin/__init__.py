@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from chexviz.registry import Backbone, BackboneInfo, register_backbone
+from chexviz.models.registry import Backbone, BackboneInfo, register_backbone
 
 __all__ = ["example_tiny"]
 

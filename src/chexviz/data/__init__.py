@@ -1,0 +1,35 @@
+"""Data: labels, images, the CheXpert dataset, its cache and splits, ground truth, synthetic data.
+
+The bottom layer: it imports nothing else of chexviz but the private helpers.
+"""
+
+from chexviz.data.boxes import load_boxes, scale_boxes
+from chexviz.data.dataset import CheXpertDataset
+from chexviz.data.images import ImageDecodeError, load_image, to_tensor
+from chexviz.data.labels import (
+    CHEXPERT_LABELS,
+    COMPETITION_LABELS,
+    LabelValueError,
+    MissingColumnsError,
+    encode_labels,
+)
+from chexviz.data.splits import REFERENCE_SPLIT, split_by_patient
+from chexviz.data.synthetic import SIGN_LABELS, make_synthetic_chexpert
+
+__all__ = [
+    "CHEXPERT_LABELS",
+    "COMPETITION_LABELS",
+    "REFERENCE_SPLIT",
+    "SIGN_LABELS",
+    "CheXpertDataset",
+    "ImageDecodeError",
+    "LabelValueError",
+    "MissingColumnsError",
+    "encode_labels",
+    "load_boxes",
+    "load_image",
+    "make_synthetic_chexpert",
+    "scale_boxes",
+    "split_by_patient",
+    "to_tensor",
+]

@@ -1,0 +1,208 @@
+"""Decoding chest X-ray images into model-ready arrays.
+
+This module is the single place where images are decoded: the dataset, the preprocessed cache
+and Grad-CAM all call [`load_image`][chexviz.data.images.load_image], so an image looks the same
+to a model whichever way it arrives.
+
+Every image becomes 8-bit greyscale (RGB, RGBA, palette and 16-bit images included), is turned
+upright by its EXIF orientation, and is resized whole to ``size x size`` with bilinear,
+antialiased resampling (no crop, aspect ratio not kept).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from chexviz._internal.checks import check_in_channels
+
+__all__ = ["ImageDecodeError", "ImageSource", "load_image", "read_image_size", "to_tensor"]
+
+ImageSource = str | os.PathLike[str] | Image.Image
+"""A path to an image file, or an already opened PIL image."""
+
+_SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})
+
+
+class ImageDecodeError(ValueError):
+    """An image file cannot be decoded (corrupt, truncated, not an image, too large).
+
+    Attributes:
+        path: The file at fault, or ``None`` for an in-memory image.
+    """
+
+    def __init__(self, path: Path | None, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        where = str(path) if path is not None else "in-memory image"
+        super().__init__(f"{where}: {reason}")
+
+
+def load_image(source: ImageSource, *, size: int, in_channels: int = 1) -> npt.NDArray[np.uint8]:
+    """Decodes an image and resizes it whole to ``size x size`` greyscale.
+
+    JPEG files at least twice the requested size are decoded at 1/2, 1/4 or 1/8 scale
+    (``Image.draft``), which saves most of the decoding work at a negligible cost in quality
+    since the result is downsampled anyway.
+
+    Args:
+        source: Path of the image file, or a PIL image.
+        size: Side of the square output, in pixels.
+        in_channels: 1 for ``[size, size]`` output, 3 for ``[size, size, 3]`` with the grey
+            value replicated in every channel.
+
+    Returns:
+        uint8 array ``[size, size]`` or ``[size, size, 3]``.
+
+    Raises:
+        FileNotFoundError: ``source`` is a path that does not exist.
+        ImageDecodeError: The file is not a readable image, is truncated or corrupt, or has
+            more pixels than ``PIL.Image.MAX_IMAGE_PIXELS`` (decompression-bomb protection);
+            the message names the file.
+        ValueError: ``size`` or ``in_channels`` is invalid.
+    """
+    _check_size(size)
+    _check_channels(in_channels)
+    if isinstance(source, Image.Image):
+        filename = getattr(source, "filename", "")
+        grey = _decode(source, Path(filename) if filename else None, size)
+    else:
+        path = Path(source)
+        with _open(path) as image:
+            grey = _decode(image, path, size)
+    if in_channels == 3:
+        return np.repeat(grey[:, :, None], 3, axis=2)
+    return grey
+
+
+def read_image_size(path: str | os.PathLike[str]) -> tuple[int, int]:
+    """Reads an image's width and height from its header, without decoding the pixels.
+
+    Args:
+        path: The image file.
+
+    Returns:
+        ``(width, height)`` in pixels, as stored (before any EXIF rotation).
+
+    Raises:
+        FileNotFoundError: The file does not exist.
+        ImageDecodeError: The file is not a readable image.
+    """
+    with _open(Path(path)) as image:
+        width, height = image.size
+    return int(width), int(height)
+
+
+def to_tensor(array: npt.ArrayLike, in_channels: int = 1) -> torch.Tensor:
+    """Turns a decoded image into a float tensor ``[in_channels, S, S]`` in ``[0, 1]``.
+
+    Args:
+        array: uint8 image ``[H, W]`` or ``[H, W, 3]`` (as returned by
+            [`load_image`][chexviz.data.images.load_image]), or a float image of the same shapes
+            with values in ``[0, 1]``. A 3-channel image asked for as 1 channel is converted to
+            grey with the ITU-R 601 luma weights PIL uses.
+        in_channels: 1 or 3; a grey image asked for as 3 channels is replicated.
+
+    Returns:
+        float32 tensor ``[in_channels, H, W]`` with values in ``[0, 1]``.
+
+    Raises:
+        ValueError: The array has an unsupported shape or dtype, or float values outside
+            ``[0, 1]``.
+    """
+    _check_channels(in_channels)
+    data = np.asarray(array)
+    if data.ndim == 3 and data.shape[2] == 1:
+        data = data[:, :, 0]
+    if data.ndim not in (2, 3) or (data.ndim == 3 and data.shape[2] != 3):
+        raise ValueError(f"image array must be [H, W] or [H, W, 3], got shape {list(data.shape)}")
+    if data.dtype == np.uint8:
+        # A copy, because memory-mapped cache slots are read-only.
+        tensor = torch.from_numpy(np.array(data, dtype=np.float32)).div_(255.0)
+    elif np.issubdtype(data.dtype, np.floating):
+        tensor = torch.from_numpy(np.array(data, dtype=np.float32))
+        if tensor.numel() and not bool(((tensor >= 0) & (tensor <= 1)).all()):
+            raise ValueError("float image values must lie in [0, 1]")
+    else:
+        raise ValueError(f"image array must be uint8 or float, got {data.dtype}")
+    tensor = tensor.unsqueeze(0) if tensor.ndim == 2 else tensor.permute(2, 0, 1)
+    if tensor.shape[0] == in_channels:
+        return tensor.contiguous()
+    if in_channels == 3:
+        return tensor.expand(3, -1, -1).contiguous()
+    weights = torch.tensor([0.299, 0.587, 0.114], dtype=torch.float32).view(3, 1, 1)
+    return (tensor * weights).sum(dim=0, keepdim=True).clamp_(0.0, 1.0)
+
+
+def _open(path: Path) -> Image.Image:
+    try:
+        return Image.open(path)
+    except FileNotFoundError:
+        raise FileNotFoundError(2, "image file not found", str(path)) from None
+    except Image.DecompressionBombError as error:
+        raise ImageDecodeError(path, f"decompression bomb refused: {error}") from error
+    except UnidentifiedImageError as error:
+        raise ImageDecodeError(path, "not a readable image file") from error
+    except (OSError, ValueError) as error:
+        # ValueError: a name the OS cannot take, such as one with a NUL character.
+        raise ImageDecodeError(path, f"cannot open image ({error})") from error
+
+
+def _decode(image: Image.Image, path: Path | None, size: int) -> npt.NDArray[np.uint8]:
+    try:
+        return _to_grey(image, path, size)
+    except ImageDecodeError:
+        raise
+    except (OSError, SyntaxError, ValueError) as error:
+        # PIL reports truncated and corrupt data as OSError, SyntaxError or ValueError.
+        raise ImageDecodeError(path, f"corrupt or truncated image ({error})") from error
+
+
+def _to_grey(image: Image.Image, path: Path | None, size: int) -> npt.NDArray[np.uint8]:
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit is not None and image.width * image.height > limit:
+        # PIL itself only warns between 1x and 2x its limit; a radiograph never gets near it.
+        raise ImageDecodeError(
+            path,
+            f"image of {image.width}x{image.height} pixels exceeds PIL.Image.MAX_IMAGE_PIXELS "
+            f"({limit}); raise that limit if the file is trusted",
+        )
+    if image.format == "JPEG":
+        # Decodes at 1/2, 1/4 or 1/8 scale where the result still covers size x size.
+        image.draft("L", (size, size))
+    upright = ImageOps.exif_transpose(image)
+    if upright.mode == "F":
+        # Floating-point pixels have no agreed range, and convert("L") would clip them to black.
+        raise ImageDecodeError(
+            path, "floating-point (mode F) images are not supported; save it as 8 or 16 bits"
+        )
+    if upright.mode in _SIXTEEN_BIT_MODES:
+        grey = _sixteen_to_eight(upright)
+    elif upright.mode == "L":
+        grey = upright
+    else:
+        grey = upright.convert("L")
+    resized = grey.resize((size, size), Image.Resampling.BILINEAR)
+    pixels: npt.NDArray[np.uint8] = np.array(resized, dtype=np.uint8)
+    return pixels
+
+
+def _sixteen_to_eight(image: Image.Image) -> Image.Image:
+    # PIL's convert("L") clips 16-bit values at 255 instead of scaling, which saturates X-rays.
+    values = np.asarray(image).astype(np.int64)
+    scaled = (np.clip(values, 0, 65535) * 255 + 32767) // 65535
+    return Image.fromarray(scaled.astype(np.uint8), mode="L")
+
+
+def _check_size(size: int) -> None:
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise ValueError(f"size must be a positive int, got {size!r}")
+
+
+def _check_channels(in_channels: int) -> None:
+    check_in_channels(in_channels)

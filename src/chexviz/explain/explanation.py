@@ -1,0 +1,215 @@
+"""The result of a Grad-CAM run: per-image, per-class heatmaps and the predictions behind them.
+
+An [`Explanation`][chexviz.explain.explanation.Explanation] is what
+[`GradCAM.explain`][chexviz.explain.gradcam.GradCAM.explain] returns for a batch of ``B`` images. It
+is
+an immutable record holding CPU tensors only, so it can be kept, pickled or rendered long after
+the model is gone::
+
+    explanation = GradCAM(model).explain(image)
+    for cls in explanation.classes[0]:
+        explanation.overlay(cls).save(f"{cls}.png")
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+__all__ = ["Explanation"]
+
+
+@dataclass(frozen=True, eq=False)
+class Explanation:
+    """Class activation maps for a batch of ``B`` images.
+
+    Every tensor lives on the CPU and is detached from any autograd graph.
+
+    Attributes:
+        images: The model input, ``[B, C, H, W]`` float in ``[0, 1]`` for chexviz classifiers
+            (for a plain PyTorch model: the tensor it was given).
+        labels: Names of all ``L`` model outputs, in output order.
+        probabilities: Sigmoid of the model's logits, ``[B, L]``.
+        thresholds: The decision threshold of each label, ``[L]``; a label is a predicted
+            positive when its probability is ``>=`` its threshold.
+        classes: The explained class names of each image, in the order they were requested
+            (predicted positives come in label order). An image may have none.
+        heatmaps: Per image, class name -> map ``[H, W]`` at input resolution with values in
+            ``[0, 1]``: the raw map bilinearly upsampled (``align_corners=False``) and min-max
+            normalised. A map whose values are all equal (all zero, typically) stays all zero.
+        raw_maps: Per image, class name -> the un-normalised map ``[h, w]`` at the target
+            layer's resolution (for several fused layers: at the finest of their resolutions,
+            see [`GradCAM`][chexviz.explain.gradcam.GradCAM]). Values are ``>= 0``.
+        zero_maps: Per image, the explained classes whose raw map is all zero (no positive
+            evidence at the target layer); their heatmaps are all zero too.
+        layer: Dotted name of the target layer within the model; several fused layers are
+            joined with ``"+"``.
+        method: The CAM method, e.g. ``"gradcam"``.
+
+    Raises:
+        ValueError: On construction, if the fields disagree in batch size, label count,
+            image size or explained classes.
+    """
+
+    images: torch.Tensor
+    labels: tuple[str, ...]
+    probabilities: torch.Tensor
+    thresholds: torch.Tensor
+    classes: tuple[tuple[str, ...], ...]
+    heatmaps: tuple[dict[str, torch.Tensor], ...]
+    raw_maps: tuple[dict[str, torch.Tensor], ...]
+    zero_maps: tuple[frozenset[str], ...]
+    layer: str
+    method: str
+
+    def __post_init__(self) -> None:
+        if self.images.ndim != 4:
+            raise ValueError(
+                f"Explanation.images must be [B, C, H, W], got shape {list(self.images.shape)}"
+            )
+        batch, _, height, width = (int(n) for n in self.images.shape)
+        n_labels = len(self.labels)
+        if tuple(self.probabilities.shape) != (batch, n_labels):
+            raise ValueError(
+                f"Explanation.probabilities must be [{batch}, {n_labels}] (images x labels), "
+                f"got {list(self.probabilities.shape)}"
+            )
+        if tuple(self.thresholds.shape) != (n_labels,):
+            raise ValueError(
+                f"Explanation.thresholds must be [{n_labels}], got {list(self.thresholds.shape)}"
+            )
+        for name in ("classes", "heatmaps", "raw_maps", "zero_maps"):
+            if len(getattr(self, name)) != batch:
+                raise ValueError(
+                    f"Explanation.{name} must have one entry per image ({batch}), "
+                    f"got {len(getattr(self, name))}"
+                )
+        known = set(self.labels)
+        for index in range(batch):
+            classes = self.classes[index]
+            unknown = [c for c in classes if c not in known]
+            if unknown:
+                raise ValueError(f"Explanation.classes[{index}] has unknown labels {unknown}")
+            for name in ("heatmaps", "raw_maps"):
+                maps: Mapping[str, torch.Tensor] = getattr(self, name)[index]
+                if list(maps) != list(classes):
+                    raise ValueError(
+                        f"Explanation.{name}[{index}] has maps for {list(maps)}, expected one "
+                        f"per explained class {list(classes)}"
+                    )
+            for cls, heatmap in self.heatmaps[index].items():
+                if tuple(heatmap.shape) != (height, width):
+                    raise ValueError(
+                        f"Explanation.heatmaps[{index}][{cls!r}] must be [{height}, {width}] "
+                        f"(the input resolution), got {list(heatmap.shape)}"
+                    )
+            for cls, raw in self.raw_maps[index].items():
+                if raw.ndim != 2:
+                    raise ValueError(
+                        f"Explanation.raw_maps[{index}][{cls!r}] must be 2-D, got {list(raw.shape)}"
+                    )
+            if not self.zero_maps[index] <= set(classes):
+                raise ValueError(
+                    f"Explanation.zero_maps[{index}] names classes that were not explained: "
+                    f"{sorted(self.zero_maps[index] - set(classes))}"
+                )
+
+    def __len__(self) -> int:
+        """The number of images ``B``."""
+        return int(self.images.shape[0])
+
+    def positives(self, index: int = 0) -> tuple[str, ...]:
+        """The labels predicted positive for one image.
+
+        Args:
+            index: Image position in the batch.
+
+        Returns:
+            Label names whose probability is ``>=`` their threshold, in label order.
+
+        Raises:
+            IndexError: ``index`` is outside the batch.
+        """
+        row = self.probabilities[self._check_index(index)]
+        return tuple(
+            label
+            for label, p, t in zip(self.labels, row.tolist(), self.thresholds.tolist(), strict=True)
+            if p >= t
+        )
+
+    def heatmap(self, cls: str | int, index: int = 0) -> torch.Tensor:
+        """The normalised heatmap of one explained class of one image.
+
+        Args:
+            cls: Class name, or its index in ``labels``.
+            index: Image position in the batch.
+
+        Returns:
+            Tensor ``[H, W]`` with values in ``[0, 1]``.
+
+        Raises:
+            IndexError: ``index`` is outside the batch, or ``cls`` is an out-of-range index.
+            KeyError: The class was not explained for that image; the message lists those that
+                were.
+        """
+        maps = self.heatmaps[self._check_index(index)]
+        name = self._class_name(cls)
+        if name not in maps:
+            raise KeyError(
+                f"class {name!r} was not explained for image {index}; explained: "
+                f"{list(maps) or 'none'}"
+            )
+        return maps[name]
+
+    def overlay(
+        self, cls: str | int, index: int = 0, *, alpha: float = 0.5, cmap: str = "inferno"
+    ) -> Image.Image:
+        """Renders one heatmap over its image.
+
+        Delegates to [`overlay_heatmap`][chexviz.explain.overlay.overlay_heatmap] (matplotlib is
+        imported only now).
+
+        Args:
+            cls: Class name, or its index in ``labels``.
+            index: Image position in the batch.
+            alpha: Opacity of the heatmap, in ``[0, 1]``.
+            cmap: Name of a matplotlib colormap.
+
+        Returns:
+            An RGB PIL image of the input's size.
+
+        Raises:
+            IndexError: ``index`` is outside the batch.
+            KeyError: The class was not explained for that image.
+        """
+        from chexviz.explain.overlay import overlay_heatmap
+
+        heatmap = self.heatmap(cls, index)
+        return overlay_heatmap(self.images[index], heatmap, alpha=alpha, cmap=cmap)
+
+    def _check_index(self, index: int) -> int:
+        batch = len(self)
+        if not -batch <= index < batch:
+            raise IndexError(f"image index {index} is out of range for a batch of {batch}")
+        return index % batch
+
+    def _class_name(self, cls: str | int) -> str:
+        if isinstance(cls, str):
+            return cls
+        if isinstance(cls, bool) or not -len(self.labels) <= cls < len(self.labels):
+            raise IndexError(f"class index {cls} is out of range for {len(self.labels)} labels")
+        return self.labels[cls]
+
+    def __repr__(self) -> str:
+        shape = "x".join(str(int(n)) for n in self.images.shape[1:])
+        explained = sum(len(c) for c in self.classes)
+        return (
+            f"Explanation(images={len(self)}x{shape}, method={self.method!r}, "
+            f"layer={self.layer!r}, explained_maps={explained})"
+        )

@@ -1,0 +1,450 @@
+"""How well heatmaps point at annotated boxes: pointing game, IoU, energy in box.
+
+Box convention: a box ``(x0, y0, x1, y1)`` is a rectangle in continuous pixel coordinates of
+the map it is compared with, where pixel ``(row r, column c)`` covers ``[c, c + 1) x [r, r + 1)``.
+A pixel belongs to the box when its square overlaps the box with positive area, so integer
+boxes select exactly ``map[y0:y1, x0:x1]``, and a box scaled down to a small map never
+vanishes. Boxes reaching past the map's edge are clipped to it. Several boxes for one
+finding count as their union ("hit if in any").
+
+Every score is paired with the chance level of a uniformly random pixel: the fraction of the
+map's pixels inside the box. It is the expected hit rate of a random pointer and the expected
+energy in the box of a flat map.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Literal, Protocol, cast
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import Dataset
+from tqdm.auto import tqdm
+
+from chexviz._internal.arrays import as_heatmap
+from chexviz._internal.datasets import unwrap_subsets
+from chexviz.data.boxes import BOX_COLUMNS, scale_boxes
+from chexviz.data.dataset import RELEASE_FOLDERS
+from chexviz.data.labels import MissingColumnsError
+
+if TYPE_CHECKING:
+    from chexviz.data.dataset import CheXpertDataset
+    from chexviz.explain.explanation import Explanation
+
+__all__ = [
+    "BoxLike",
+    "Explainer",
+    "box_iou",
+    "box_mask",
+    "chance_pointing_rate",
+    "energy_in_box",
+    "pointing_game",
+    "score_localization",
+    "summarize_localization",
+]
+
+logger = logging.getLogger(__name__)
+
+MapLike = torch.Tensor | np.ndarray
+BoxLike = Sequence[float] | Sequence[Sequence[float]] | np.ndarray
+"""One box ``(x0, y0, x1, y1)``, or several as a sequence or an array ``[K, 4]``."""
+
+_EPS = 1e-6
+"""Slack for float error in scaled box edges: an edge at 64.0000001 must not add a pixel."""
+
+_CORNERS = ["x0", "y0", "x1", "y1"]
+
+
+class Explainer(Protocol):
+    """What `score_localization` needs of an explainer; `chexviz.explain.gradcam.GradCAM` is one."""
+
+    def explain(self, img: torch.Tensor, classes: Sequence[Sequence[str]] | None, /) -> Explanation:
+        """Explains a batch ``[B, C, H, W]``: the predicted positives, or per-image classes."""
+
+
+def _as_boxes(box: BoxLike) -> np.ndarray:
+    try:
+        boxes = np.asarray(box, dtype=np.float64)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"box must be (x0, y0, x1, y1) or a list of such, got {box!r}") from error
+    if boxes.ndim == 1:
+        boxes = boxes[None, :]
+    if boxes.ndim != 2 or boxes.shape[1] != 4 or boxes.shape[0] == 0:
+        raise ValueError(
+            f"box must be (x0, y0, x1, y1) or a non-empty list of such, got shape {boxes.shape}"
+        )
+    if not np.isfinite(boxes).all():
+        raise ValueError(f"box coordinates must be finite, got {boxes.tolist()}")
+    bad = (boxes[:, 2] <= boxes[:, 0]) | (boxes[:, 3] <= boxes[:, 1])
+    if bad.any():
+        raise ValueError(f"box {boxes[bad][0].tolist()} is empty: it needs x0 < x1 and y0 < y1")
+    return boxes
+
+
+def box_mask(box: BoxLike, shape: tuple[int, int]) -> np.ndarray:
+    """Rasterises one or several boxes onto a map of the given shape.
+
+    Args:
+        box: One box ``(x0, y0, x1, y1)`` or several, in the map's pixel coordinates.
+        shape: ``(H, W)`` of the map.
+
+    Returns:
+        Boolean array ``[H, W]``, true on pixels whose square overlaps any box.
+
+    Raises:
+        ValueError: If a box is empty or malformed, or no box overlaps the map.
+    """
+    height, width = shape
+    boxes = _as_boxes(box)
+    rows = np.arange(height)[:, None]
+    cols = np.arange(width)[:, None]
+    in_rows = (rows < boxes[:, 3] - _EPS) & (rows + 1 > boxes[:, 1] + _EPS)  # [H, K]
+    in_cols = (cols < boxes[:, 2] - _EPS) & (cols + 1 > boxes[:, 0] + _EPS)  # [W, K]
+    mask: np.ndarray = np.any(in_rows[:, None, :] & in_cols[None, :, :], axis=2)
+    if not mask.any():
+        raise ValueError(f"box {boxes.tolist()} lies outside the {height}x{width} map")
+    return mask
+
+
+def pointing_game(heatmap: MapLike, box: BoxLike) -> bool:
+    """Whether the heatmap's maximum falls inside the box (or any of the boxes).
+
+    Ties: the map hits when any of its maximal pixels lies in a box, except that a constant
+    map (all pixels tied, such as an all-zero map) points nowhere and never hits, so a
+    method cannot score by highlighting nothing.
+
+    Args:
+        heatmap: Map ``[H, W]``.
+        box: One box ``(x0, y0, x1, y1)`` or several, in the map's pixel coordinates.
+
+    Returns:
+        True for a hit.
+
+    Raises:
+        ValueError: If the map is not a finite 2-D map, or a box is empty or off the map.
+    """
+    heat = as_heatmap(heatmap)
+    mask = box_mask(box, heat.shape)
+    maxima = heat == heat.max()
+    if maxima.all():
+        return False
+    return bool((maxima & mask).any())
+
+
+def box_iou(heatmap: MapLike, box: BoxLike, threshold: float = 0.5) -> float:
+    """Intersection over union of the thresholded heatmap with the box region.
+
+    Args:
+        heatmap: Map ``[H, W]``, normally in [0, 1] as in ``Explanation.heatmaps``.
+        box: One box ``(x0, y0, x1, y1)`` or several (their union), in the map's pixels.
+        threshold: Pixels with ``heatmap >= threshold`` form the predicted region.
+
+    Returns:
+        IoU in [0, 1]; 0 when no pixel reaches the threshold.
+
+    Raises:
+        ValueError: If the map or box is malformed, or the threshold is not finite.
+    """
+    if not np.isfinite(threshold):
+        raise ValueError(f"threshold must be finite, got {threshold}")
+    heat = as_heatmap(heatmap)
+    mask = box_mask(box, heat.shape)
+    region = heat >= threshold
+    return float((region & mask).sum() / (region | mask).sum())
+
+
+def energy_in_box(heatmap: MapLike, box: BoxLike) -> float:
+    """Fraction of the heatmap's total mass that lies inside the box(es).
+
+    An all-zero map has no mass anywhere; it scores 0, like a map whose mass is all outside,
+    so that empty explanations earn no credit (and do not vanish from averages as NaN would).
+
+    Args:
+        heatmap: Non-negative map ``[H, W]``.
+        box: One box ``(x0, y0, x1, y1)`` or several (their union), in the map's pixels.
+
+    Returns:
+        A fraction in [0, 1].
+
+    Raises:
+        ValueError: If the map has negative values or the map or box is malformed.
+    """
+    heat = as_heatmap(heatmap)
+    if heat.min() < 0:
+        raise ValueError(f"heatmap must be non-negative for energy_in_box, min is {heat.min()}")
+    mask = box_mask(box, heat.shape)
+    total = heat.sum()
+    if total == 0:
+        return 0.0
+    return float(min(1.0, heat[mask].sum() / total))
+
+
+def _chance(box: BoxLike, shape: tuple[int, int]) -> float:
+    return float(box_mask(box, shape).mean())
+
+
+def chance_pointing_rate(boxes: pd.DataFrame | Sequence[BoxLike], size: int) -> float:
+    """Hit rate of a pointer that picks a uniformly random pixel, averaged over findings.
+
+    For each finding it is the fraction of pixels inside its box(es); this is the level a
+    pointing-game hit rate (or an energy-in-box average) must beat to mean anything.
+
+    Args:
+        boxes: Either a boxes frame as written by ``chexviz.data.synthetic`` (columns ``Path``,
+            ``label``, ``x0``, ``y0``, ``x1``, ``y1``, ``width``, ``height``, boxes in each
+            image's original pixels; rows sharing ``Path`` and ``label`` form one finding),
+            scaled here to ``size`` like the dataset resizes images; or a sequence with the
+            box(es) of each finding already in the pixels of a ``size`` map.
+        size: Side ``S`` of the square ``S x S`` maps (the dataset's ``image_size``).
+
+    Returns:
+        The mean chance over findings.
+
+    Raises:
+        ValueError: If there are no boxes, or a box is empty or off the map.
+        KeyError: If the frame lacks a required column.
+    """
+    if size < 1:
+        raise ValueError(f"size must be positive, got {size}")
+    shape = (size, size)
+    if isinstance(boxes, Sequence):
+        groups: list[BoxLike] = list(boxes)
+    else:
+        groups = list(_finding_boxes(boxes, size).values())
+    if not groups:
+        raise ValueError("no boxes given")
+    return float(np.mean([_chance(group, shape) for group in groups]))
+
+
+def _path_key(value: object) -> str:
+    """A CSV ``Path`` without the release folder, so both CSVs' spellings meet."""
+    parts = [part for part in str(value).strip().replace("\\", "/").split("/") if part]
+    if len(parts) > 1 and parts[0] in RELEASE_FOLDERS:
+        parts = parts[1:]
+    return "/".join(parts)
+
+
+def _finding_boxes(boxes: pd.DataFrame, size: int) -> dict[tuple[str, str], np.ndarray]:
+    """Boxes ``[K, 4]`` in ``size x size`` pixels per ``(Path, label)``, in frame order."""
+    missing = [column for column in BOX_COLUMNS if column not in boxes.columns]
+    if missing:
+        raise MissingColumnsError(missing, "the boxes frame")
+    scaled = scale_boxes(boxes, size)
+    keys = scaled["Path"].map(_path_key)
+    groups: dict[tuple[str, str], np.ndarray] = {}
+    for _, group in scaled.groupby([keys, scaled["label"]], sort=False):
+        first = group.iloc[0]
+        groups[(str(first["Path"]), str(first["label"]))] = group[_CORNERS].to_numpy(
+            dtype=np.float64
+        )
+    return groups
+
+
+def _items(
+    dataset: Dataset[tuple[torch.Tensor, torch.Tensor]],
+) -> tuple[CheXpertDataset, list[int]]:
+    """The underlying data set and, per item of ``dataset``, its position there."""
+    inner, positions = unwrap_subsets(dataset)
+    for attribute in ("frame", "image_size"):
+        if not hasattr(inner, attribute):
+            raise TypeError(
+                f"dataset must be a CheXpertDataset (or a Subset of one) with .{attribute}, "
+                f"got {type(inner).__name__}"
+            )
+    base = cast("CheXpertDataset", inner)
+    return base, list(range(len(base))) if positions is None else positions
+
+
+_ROW_TYPES: dict[str, str] = {
+    "index": "int64",
+    "Path": "str",
+    "label": "str",
+    "n_boxes": "int64",
+    "probability": "float64",
+    "predicted": "bool",
+    "explained": "bool",
+    "zero_map": "boolean",
+    "hit": "boolean",
+    "iou": "float64",
+    "energy": "float64",
+    "chance": "float64",
+}
+
+
+def _finding_rows(
+    explanation: Explanation,
+    offset: int,
+    item: int,
+    findings: list[tuple[str, str, np.ndarray]],
+    threshold: float,
+) -> Iterator[dict[str, object]]:
+    shape = (int(explanation.images.shape[2]), int(explanation.images.shape[3]))
+    maps = explanation.heatmaps[offset]
+    for path, label, group in findings:
+        position = explanation.labels.index(label)
+        probability = float(explanation.probabilities[offset, position])
+        row: dict[str, object] = {
+            "index": item,
+            "Path": path,
+            "label": label,
+            "n_boxes": len(group),
+            "probability": probability,
+            "predicted": probability >= float(explanation.thresholds[position]),
+            "explained": label in maps,
+            "zero_map": pd.NA,
+            "hit": pd.NA,
+            "iou": np.nan,
+            "energy": np.nan,
+            "chance": _chance(group, shape),
+        }
+        if label in maps:
+            heat = maps[label]
+            row["zero_map"] = label in explanation.zero_maps[offset]
+            row["hit"] = pointing_game(heat, group)
+            row["iou"] = box_iou(heat, group, threshold)
+            row["energy"] = energy_in_box(heat, group)
+        yield row
+
+
+def _check_labels(findings: Iterable[tuple[str, str]], labels: tuple[str, ...]) -> None:
+    unknown = sorted({label for _, label in findings} - set(labels))
+    if unknown:
+        raise ValueError(f"boxes have labels {unknown} that the model does not output {labels}")
+
+
+def score_localization(
+    cam: Explainer,
+    dataset: Dataset[tuple[torch.Tensor, torch.Tensor]],
+    boxes: pd.DataFrame,
+    *,
+    classes: Literal["positives", "true"] = "positives",
+    threshold: float = 0.5,
+    batch_size: int = 16,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Scores Grad-CAM heatmaps against annotated boxes: one row per boxed finding.
+
+    Boxes are given in each image's original pixels (with its ``width`` and ``height``) and
+    scaled to the dataset's ``S x S`` images, as the dataset resizes whole images. Several
+    boxes of one label on one image form one finding (hit if in any). Boxes of images that
+    are not in ``dataset`` (other splits, lateral views) are left out, with a log message.
+
+    Args:
+        cam: The explainer (a `chexviz.explain.gradcam.GradCAM`) of the model to evaluate.
+        dataset: A `CheXpertDataset`, or a ``Subset`` of one (as from ``split_by_patient``).
+        boxes: Frame with columns ``Path``, ``label``, ``x0``, ``y0``, ``x1``, ``y1``,
+            ``width``, ``height``, as from ``chexviz.data.boxes.load_boxes``; ``Path`` as in
+            the dataset's CSV (with or without the release folder).
+        classes: ``"positives"``: explain what the model predicts (as ``GradCAM.explain``
+            does by default); boxed findings it misses get a row without scores, so the
+            scores measure localisation of detected findings. ``"true"``: explain every boxed
+            label, predicted or not.
+        threshold: Heatmap level that delimits the region for IoU (see `box_iou`).
+        batch_size: Images per Grad-CAM pass.
+        progress: Show a progress bar (only on a terminal).
+
+    Returns:
+        Columns ``index`` (item of ``dataset``), ``Path``, ``label``, ``n_boxes``,
+        ``probability``, ``predicted``, ``explained``, ``zero_map``, ``hit``, ``iou``,
+        ``energy`` and ``chance`` (fraction of the image inside the boxes: the hit rate of
+        a random point). Scores are missing (NA) where the finding was not explained.
+
+    Raises:
+        KeyError: If ``boxes`` lacks a column.
+        ValueError: If a box label is not one of the model's outputs, no box belongs to an
+            image of ``dataset``, a box is empty or outside its image, or ``classes`` or
+            ``batch_size`` is invalid.
+    """
+    if classes not in ("positives", "true"):
+        raise ValueError(f"classes must be 'positives' or 'true', got {classes!r}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    base, positions = _items(dataset)
+    size = int(base.image_size)
+    findings = _finding_boxes(boxes, size)
+
+    csv_paths = base.frame["Path"].to_numpy()
+    item_of: dict[str, int] = {}
+    for item, position in enumerate(positions):
+        item_of.setdefault(_path_key(csv_paths[position]), item)
+    per_item: dict[int, list[tuple[str, str, np.ndarray]]] = {}
+    outside = 0
+    for (path, label), group in findings.items():
+        key = _path_key(path)
+        if key not in item_of:
+            outside += 1
+            continue
+        per_item.setdefault(item_of[key], []).append((path, label, group))
+    if outside:
+        logger.info(
+            "%d of %d boxed findings are on images outside the dataset", outside, len(findings)
+        )
+    if not per_item:
+        raise ValueError(
+            f"none of the {len(findings)} boxed findings is on an image of the dataset; "
+            "are the boxes for another split?"
+        )
+
+    items = sorted(per_item)
+    rows: list[dict[str, object]] = []
+    with tqdm(
+        total=len(items), unit="img", desc="localisation", disable=None if progress else True
+    ) as bar:
+        for start in range(0, len(items), batch_size):
+            chunk = items[start : start + batch_size]
+            images = torch.stack([dataset[item][0] for item in chunk])
+            wanted = (
+                None
+                if classes == "positives"
+                else [[label for _, label, _ in per_item[item]] for item in chunk]
+            )
+            explanation = cam.explain(images, wanted)
+            if start == 0:
+                _check_labels(findings, explanation.labels)
+            for offset, item in enumerate(chunk):
+                rows.extend(_finding_rows(explanation, offset, item, per_item[item], threshold))
+            bar.update(len(chunk))
+    frame: pd.DataFrame = pd.DataFrame(rows, columns=list(_ROW_TYPES)).astype(_ROW_TYPES)
+    return frame
+
+
+def summarize_localization(scores: pd.DataFrame) -> pd.DataFrame:
+    """Per-label and overall localisation scores beside the chance level.
+
+    Args:
+        scores: The frame of `score_localization`.
+
+    Returns:
+        One row per label (in order of appearance) and a last row ``"overall"`` pooling all
+        findings (a micro-average), with columns ``findings`` (boxed findings), ``explained``
+        (those with a heatmap), ``hit_rate`` (pointing game), ``chance`` (hit rate of a
+        random point on the same explained findings), ``iou`` and ``energy`` (means over the
+        explained findings). A label without explained findings has NaN scores.
+
+    Raises:
+        KeyError: If ``scores`` lacks a column of `score_localization`'s output.
+    """
+    missing = [column for column in _ROW_TYPES if column not in scores.columns]
+    if missing:
+        raise KeyError(f"scores lacks columns {missing}; pass the frame of score_localization")
+
+    def pooled(rows: pd.DataFrame) -> dict[str, float]:
+        explained = rows[rows["explained"].astype(bool)]
+        return {
+            "findings": len(rows),
+            "explained": len(explained),
+            "hit_rate": float(explained["hit"].astype("float64").mean()),
+            "chance": float(explained["chance"].mean()),
+            "iou": float(explained["iou"].mean()),
+            "energy": float(explained["energy"].mean()),
+        }
+
+    table = {str(label): pooled(rows) for label, rows in scores.groupby("label", sort=False)}
+    table["overall"] = pooled(scores)
+    summary = pd.DataFrame.from_dict(table, orient="index")
+    summary.index.name = "label"
+    typed: pd.DataFrame = summary.astype({"findings": "int64", "explained": "int64"})
+    return typed

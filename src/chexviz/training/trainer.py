@@ -1,0 +1,875 @@
+"""Training, evaluation and prediction for `MultiLabelClassifier`.
+
+The defaults are the reference study's settings: Adam, learning rate 2e-4, batch size 64, binary
+cross-entropy and 15 epochs. The loss ignores ``nan`` targets (see
+[`chexviz.training.losses`][chexviz.training.losses]).
+
+On CPU with a fixed ``seed`` a run is deterministic, and a run stopped at any point (even by
+``kill -9``) and continued with ``fit(..., resume=True)`` ends with exactly the same weights as an
+uninterrupted one. On CUDA the trainer adds mixed precision, ``channels_last``, pinned memory and
+optional ``torch.compile``; none of that changes CPU behaviour. Under ``torchrun`` the same
+script trains with DistributedDataParallel (see
+[`chexviz.training.distributed`][chexviz.training.distributed]).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import math
+import random
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING, Any, Literal, NoReturn, Protocol
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler, Sampler
+from tqdm.auto import tqdm
+
+from chexviz._internal.datasets import unwrap_subsets
+from chexviz._internal.modules import eval_mode
+from chexviz.models.serialization import read_weights
+from chexviz.training import distributed
+from chexviz.training.checkpoint import (
+    BEST_NAME,
+    LAST_NAME,
+    TrainingState,
+    capture_rng,
+    load_training_state,
+    restore_rng,
+    save_best,
+    save_training_state,
+)
+from chexviz.training.history import EpochRecord, History
+from chexviz.training.losses import MaskedBCEWithLogitsLoss, masked_bce_sum, masked_bce_with_logits
+from chexviz.training.metrics import Metrics, compute_metrics
+from chexviz.training.thresholds import ThresholdMetric, tune_thresholds
+
+if TYPE_CHECKING:
+    from chexviz.models.classifier import MultiLabelClassifier
+
+__all__ = ["AmpMode", "OptimizerFactory", "SchedulerFactory", "Trainer"]
+
+logger = logging.getLogger(__name__)
+
+AmpMode = Literal["auto", "bf16", "fp16", "off"]
+"""Mixed precision: ``"auto"`` (bf16 on CUDA where supported, else fp16; off on CPU)."""
+
+OptimizerFactory = Callable[[Any], torch.optim.Optimizer]
+"""A callable taking ``model.parameters()`` and returning an optimizer."""
+
+SchedulerFactory = Callable[[torch.optim.Optimizer], Any]
+"""A callable taking the optimizer and returning an LR scheduler stepped once per epoch."""
+
+_OPTIMIZERS = ("adam", "adamw", "sgd")
+_SCHEDULERS = ("cosine", "plateau")
+
+
+class _SizedDataset(Protocol):
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: int) -> Any: ...
+
+
+@dataclass
+class _EpochTotals:
+    """Running sums of one training epoch (checkpointed mid-epoch to resume exactly)."""
+
+    loss_sum: float = 0.0
+    steps: int = 0
+    images: int = 0
+    seconds: float = 0.0
+
+
+class _SkipSampler(Sampler[int]):
+    """Yields a sampler's indices after dropping the first ``skip`` (resuming mid-epoch)."""
+
+    def __init__(self, base: DistributedSampler[int], skip: int) -> None:
+        self.base = base
+        self.skip = skip
+
+    def __iter__(self) -> Iterator[int]:
+        return itertools.islice(iter(self.base), self.skip, None)
+
+    def __len__(self) -> int:
+        return max(len(self.base) - self.skip, 0)
+
+
+def _seed_worker(worker_id: int) -> None:
+    # A terminal's Ctrl-C reaches the workers too. Only the main process may act on it (finish
+    # the step, checkpoint, then shut the workers down); a worker that stopped on it would end
+    # the run with "DataLoader worker exited unexpectedly" and no checkpoint.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # torch seeds each worker from the loader's generator; NumPy and random follow it so that
+    # transforms using them are reproducible too.
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)  # noqa: NPY002 (the global generator is what user transforms draw from)
+    random.seed(seed)
+
+
+def _derived_seed(*parts: int) -> int:
+    return int(np.random.SeedSequence(list(parts)).generate_state(1)[0])
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)  # noqa: NPY002 (the global generator is what user code draws from)
+    torch.manual_seed(seed)
+
+
+def _dataset_labels(dataset: object) -> tuple[str, ...] | None:
+    labels = getattr(unwrap_subsets(dataset)[0], "labels", None)
+    return tuple(labels) if labels is not None else None
+
+
+def _split_batch(batch: Any) -> tuple[Tensor, Tensor | None]:
+    if isinstance(batch, Tensor):
+        return batch, None
+    if isinstance(batch, (list, tuple)) and len(batch) >= 1:
+        return batch[0], batch[1] if len(batch) > 1 else None
+    raise TypeError(
+        f"a dataset item must be an image tensor or an (image, target) pair, got {type(batch)}"
+    )
+
+
+class Trainer:
+    """Train and evaluate a multi-label classifier.
+
+    The model is moved to the device (and to ``channels_last`` on CUDA) when the trainer is
+    built; under ``torchrun`` the process group is joined then too.
+
+    Args:
+        model: The classifier.
+        lr: Learning rate.
+        batch_size: Images per optimizer step, over all processes (each of ``N`` data-parallel
+            processes takes ``batch_size / N``).
+        epochs: Total number of epochs (a resumed run continues up to this count).
+        optimizer: ``"adam"``, ``"adamw"``, ``"sgd"`` (momentum 0.9) or a callable
+            ``params -> Optimizer``.
+        weight_decay: Weight decay of the named optimizers.
+        device: ``"auto"`` (the process's CUDA device if available, else CPU) or a device.
+        amp: Mixed precision on CUDA: ``"auto"``, ``"bf16"``, ``"fp16"`` (with gradient
+            scaling) or ``"off"``. ``"auto"`` is off on CPU.
+        num_workers: DataLoader worker processes.
+        out_dir: Where ``last.safetensors`` (every epoch) and ``best.safetensors`` (best
+            validation macro-AUROC) go; None writes nothing.
+        seed: Seed of torch, NumPy, Python and the data order; ``fit`` seeds them at its start.
+        patience: Stop after this many epochs without a better validation macro-AUROC; None
+            never stops early.
+        scheduler: None, ``"cosine"`` (cosine annealing over ``epochs``), ``"plateau"`` (halve
+            the LR after 2 epochs without improvement of validation macro-AUROC) or a callable
+            ``optimizer -> scheduler``; stepped once per epoch.
+        pos_weight: Positive-class weight per label for the loss (see
+            [`pos_weight_from_targets`][chexviz.training.losses.pos_weight_from_targets]).
+        threshold_metric: After each epoch, tune per-label thresholds on the validation set
+            maximising ``"f1"`` or ``"youden"`` and store them on the model; None keeps the
+            model's thresholds.
+        progress: Show tqdm bars (only ever on an interactive terminal, on rank 0).
+        compile: Run the training forward pass through ``torch.compile`` (CUDA only).
+        checkpoint_every: Also write ``last`` every this many optimizer steps (None: only at
+            epoch ends).
+
+    Raises:
+        ValueError: If an argument is invalid (the message names it).
+    """
+
+    def __init__(
+        self,
+        model: MultiLabelClassifier,
+        *,
+        lr: float = 2e-4,
+        batch_size: int = 64,
+        epochs: int = 15,
+        optimizer: str | OptimizerFactory = "adam",
+        weight_decay: float = 0.0,
+        device: str | torch.device = "auto",
+        amp: AmpMode = "auto",
+        num_workers: int = 0,
+        out_dir: str | Path | None = None,
+        seed: int = 0,
+        patience: int | None = None,
+        scheduler: str | SchedulerFactory | None = None,
+        pos_weight: Sequence[float] | np.ndarray | Tensor | None = None,
+        threshold_metric: ThresholdMetric | None = "f1",
+        progress: bool = True,
+        compile: bool = False,
+        checkpoint_every: int | None = None,
+    ) -> None:
+        self._check_arguments(
+            lr=lr,
+            batch_size=batch_size,
+            epochs=epochs,
+            weight_decay=weight_decay,
+            num_workers=num_workers,
+            patience=patience,
+            threshold_metric=threshold_metric,
+            checkpoint_every=checkpoint_every,
+        )
+        self.model = model
+        self.lr = lr
+        self.batch_size = batch_size
+        self.epochs = epochs
+        self.num_workers = num_workers
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.seed = seed
+        self.patience = patience
+        self.threshold_metric = threshold_metric
+        self.progress = progress
+        self.checkpoint_every = checkpoint_every
+        self.history = History()
+        self._interrupted = 0.0  # set to 1.0 by the first Ctrl-C during fit
+
+        self.context = distributed.detect()
+        if batch_size % self.context.world_size:
+            raise ValueError(
+                f"batch_size={batch_size} must be divisible by the number of processes "
+                f"({self.context.world_size})"
+            )
+        self.device = self._resolve_device(device)
+        self.amp_dtype = self._resolve_amp(amp)
+        distributed.setup(self.context, self.device)
+
+        self._cuda = self.device.type == "cuda"
+        model.to(self.device)
+        if self._cuda:
+            model.to(memory_format=torch.channels_last)
+        self.loss_fn = MaskedBCEWithLogitsLoss(pos_weight).to(self.device)
+        if self.loss_fn.pos_weight is not None and len(self.loss_fn.pos_weight) != model.num_labels:
+            raise ValueError(
+                f"pos_weight has {len(self.loss_fn.pos_weight)} values but the model has "
+                f"{model.num_labels} outputs"
+            )
+        self.optimizer = self._build_optimizer(optimizer, weight_decay)
+        self.scheduler = self._build_scheduler(scheduler)
+        self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
+
+        network: nn.Module = model
+        if self.context.enabled:
+            network = DistributedDataParallel(
+                model, device_ids=[self.device.index] if self._cuda else None
+            )
+        if compile:
+            if self._cuda:
+                network = torch.compile(network)  # type: ignore[assignment]
+            else:
+                logger.warning("compile=True is ignored on CPU (compilation is CUDA-only here)")
+        self._network = network
+
+    # ------------------------------------------------------------------ set-up helpers
+    @staticmethod
+    def _check_arguments(
+        *,
+        lr: float,
+        batch_size: int,
+        epochs: int,
+        weight_decay: float,
+        num_workers: int,
+        patience: int | None,
+        threshold_metric: str | None,
+        checkpoint_every: int | None,
+    ) -> None:
+        positive_ints = {"batch_size": batch_size, "epochs": epochs}
+        optional_ints = {"patience": patience, "checkpoint_every": checkpoint_every}
+        for name, value in {**positive_ints, **optional_ints}.items():
+            if value is None and name in optional_ints:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+            raise ValueError(f"lr must be a positive number, got {lr!r}")
+        if not (math.isfinite(weight_decay) and weight_decay >= 0):
+            raise ValueError(f"weight_decay must be >= 0, got {weight_decay!r}")
+        if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
+            raise ValueError(f"num_workers must be a non-negative integer, got {num_workers!r}")
+        if threshold_metric not in (None, "f1", "youden"):
+            raise ValueError(
+                f"threshold_metric must be 'f1', 'youden' or None, got {threshold_metric!r}"
+            )
+
+    def _resolve_device(self, device: str | torch.device) -> torch.device:
+        if device == "auto":
+            if torch.cuda.is_available():
+                torch.cuda.set_device(self.context.local_rank)
+                return torch.device("cuda", self.context.local_rank)
+            return torch.device("cpu")
+        resolved = torch.device(device)
+        if resolved.type != "cuda":
+            return resolved
+        if not torch.cuda.is_available():
+            raise ValueError(f"device={device!r} but CUDA is not available")
+        # A bare "cuda" means the current device; DDP and pinned copies need its index.
+        return (
+            torch.device("cuda", torch.cuda.current_device())
+            if str(resolved) == "cuda"
+            else resolved
+        )
+
+    def _resolve_amp(self, amp: str) -> torch.dtype | None:
+        if amp not in ("auto", "bf16", "fp16", "off"):
+            raise ValueError(f"amp must be 'auto', 'bf16', 'fp16' or 'off', got {amp!r}")
+        if self.device.type != "cuda":
+            if amp in ("bf16", "fp16"):
+                raise ValueError(f"amp={amp!r} needs a CUDA device; use 'auto' or 'off' on CPU")
+            return None
+        if amp == "auto":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return {"bf16": torch.bfloat16, "fp16": torch.float16, "off": None}[amp]
+
+    def _build_optimizer(
+        self, optimizer: str | OptimizerFactory, weight_decay: float
+    ) -> torch.optim.Optimizer:
+        params = self.model.parameters()
+        if callable(optimizer):
+            return optimizer(params)
+        if optimizer == "adam":
+            return torch.optim.Adam(params, lr=self.lr, weight_decay=weight_decay)
+        if optimizer == "adamw":
+            return torch.optim.AdamW(params, lr=self.lr, weight_decay=weight_decay)
+        if optimizer == "sgd":
+            return torch.optim.SGD(params, lr=self.lr, momentum=0.9, weight_decay=weight_decay)
+        raise ValueError(
+            f"optimizer must be one of {', '.join(_OPTIMIZERS)} or a callable, got {optimizer!r}"
+        )
+
+    def _build_scheduler(self, scheduler: str | SchedulerFactory | None) -> Any:
+        if scheduler is None:
+            return None
+        if callable(scheduler):
+            return scheduler(self.optimizer)
+        if scheduler == "cosine":
+            return torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=self.epochs)
+        if scheduler == "plateau":
+            return torch.optim.lr_scheduler.ReduceLROnPlateau(
+                self.optimizer, mode="max", factor=0.5, patience=1
+            )
+        raise ValueError(
+            f"scheduler must be one of {', '.join(_SCHEDULERS)}, a callable or None, "
+            f"got {scheduler!r}"
+        )
+
+    # ------------------------------------------------------------------ small utilities
+    def _info(self, message: str, *args: object) -> None:
+        if self.context.is_main:
+            logger.info(message, *args)
+
+    def _show_progress(self) -> bool:
+        return self.progress and self.context.is_main and sys.stderr.isatty()
+
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type="cuda", dtype=self.amp_dtype)
+
+    def _to_device(self, images: Tensor) -> Tensor:
+        if self._cuda:
+            return images.to(self.device, non_blocking=True, memory_format=torch.channels_last)
+        return images.to(self.device)
+
+    def _per_rank_batch(self) -> int:
+        return self.batch_size // self.context.world_size
+
+    def _sampler(self, dataset: _SizedDataset, *, shuffle: bool) -> DistributedSampler[int]:
+        # One sampler type for one and many processes: the data order then depends on the seed
+        # and epoch only, which is what makes resuming exact.
+        return DistributedSampler(
+            dataset,  # type: ignore[arg-type]
+            num_replicas=self.context.world_size,
+            rank=self.context.rank,
+            shuffle=shuffle,
+            seed=self.seed,
+        )
+
+    def _loader(
+        self, dataset: _SizedDataset, sampler: Sampler[int], epoch: int, *, drop_last: bool
+    ) -> DataLoader[Any]:
+        generator = torch.Generator().manual_seed(
+            _derived_seed(self.seed, epoch, self.context.rank)
+        )
+        return DataLoader(
+            dataset,  # type: ignore[arg-type]
+            batch_size=self._per_rank_batch(),
+            sampler=sampler,
+            num_workers=self.num_workers,
+            pin_memory=self._cuda,
+            drop_last=drop_last,
+            generator=generator,
+            worker_init_fn=_seed_worker,
+        )
+
+    def _check_dataset(self, dataset: _SizedDataset, name: str) -> None:
+        if len(dataset) == 0:
+            raise ValueError(f"the {name} dataset is empty")
+        labels = _dataset_labels(dataset)
+        if labels is not None and labels != self.model.labels:
+            raise ValueError(
+                f"the {name} dataset's labels {list(labels)} differ from the model's "
+                f"{list(self.model.labels)} (count or order)"
+            )
+        _, target = _split_batch(dataset[0])
+        if target is None:
+            raise ValueError(f"the {name} dataset yields no targets; items must be (image, target)")
+        count = int(torch.as_tensor(target).shape[-1])
+        if count != self.model.num_labels:
+            raise ValueError(
+                f"the {name} dataset yields targets with {count} labels but the model has "
+                f"{self.model.num_labels} outputs"
+            )
+
+    def _prepare_out_dir(self) -> None:
+        if self.out_dir is None or not self.context.is_main:
+            return
+        try:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            probe = self.out_dir / f".write-test-{id(self)}"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            raise ValueError(f"out_dir {self.out_dir} is not a writable directory: {exc}") from exc
+
+    # ------------------------------------------------------------------ inference
+    def _infer(self, dataset: _SizedDataset) -> tuple[Tensor, Tensor | None]:
+        """Logits ``[N, L]`` (float32, CPU) and targets (or None), in dataset order."""
+        if len(dataset) == 0:
+            raise ValueError("the dataset is empty")
+        loader = self._loader(dataset, self._sampler(dataset, shuffle=False), 0, drop_last=False)
+        logits: list[Tensor] = []
+        targets: list[Tensor] = []
+        with eval_mode(self.model), torch.inference_mode(), self._autocast():
+            for batch in loader:
+                images, target = _split_batch(batch)
+                logits.append(self.model(self._to_device(images)).float())
+                if target is not None:
+                    targets.append(target.to(self.device, torch.float32))
+        total = len(dataset)
+        all_logits = distributed.gather_rows(torch.cat(logits), total, self.context).cpu()
+        if not targets:
+            return all_logits, None
+        all_targets = distributed.gather_rows(torch.cat(targets), total, self.context).cpu()
+        return all_logits, all_targets
+
+    def predict(self, dataset: _SizedDataset) -> np.ndarray:
+        """Predict probabilities for every item of a dataset, in order.
+
+        Items may be images or ``(image, target)`` pairs.
+
+        Args:
+            dataset: The dataset.
+
+        Returns:
+            Probabilities ``[N, L]`` as float32.
+
+        Raises:
+            ValueError: If the dataset is empty.
+        """
+        logits, _ = self._infer(dataset)
+        return torch.sigmoid(logits).numpy()
+
+    def _metrics(self, logits: Tensor, targets: Tensor) -> Metrics:
+        if targets.shape != logits.shape:
+            raise ValueError(
+                f"targets have shape {tuple(targets.shape)} but the model outputs "
+                f"{tuple(logits.shape)}"
+            )
+        # Outputs were gathered to the CPU; the loss's pos_weight lives on the training device.
+        weight = self.loss_fn.pos_weight
+        loss = masked_bce_with_logits(logits, targets, None if weight is None else weight.cpu())
+        return compute_metrics(
+            torch.sigmoid(logits).numpy(),
+            targets.numpy(),
+            self.model.thresholds.cpu().numpy(),
+            self.model.labels,
+            loss=loss.item(),
+        )
+
+    def evaluate(self, dataset: _SizedDataset) -> Metrics:
+        """Compute metrics of the model on a labelled dataset at the model's thresholds.
+
+        Args:
+            dataset: Items ``(image, target)`` with ``nan`` for ignored targets.
+
+        Returns:
+            The metrics (its ``loss`` is the masked BCE with this trainer's ``pos_weight``).
+
+        Raises:
+            ValueError: If the dataset is empty, has no targets or its label count differs from
+                the model's.
+        """
+        self._check_dataset(dataset, "evaluation")
+        logits, targets = self._infer(dataset)
+        assert targets is not None  # _check_dataset guarantees (image, target) items
+        return self._metrics(logits, targets)
+
+    def _validate(self, dataset: _SizedDataset) -> Metrics:
+        logits, targets = self._infer(dataset)
+        assert targets is not None
+        if self.threshold_metric is not None:
+            tuned = tune_thresholds(
+                torch.sigmoid(logits).numpy(),
+                targets.numpy(),
+                metric=self.threshold_metric,
+                default=self.model.thresholds.cpu().numpy(),
+                labels=self.model.labels,
+            )
+            self.model.set_thresholds(torch.from_numpy(tuned))
+        return self._metrics(logits, targets)
+
+    # ------------------------------------------------------------------ training
+    def _fresh_state(self) -> TrainingState:
+        _seed_everything(self.seed)
+        return TrainingState(
+            epoch=0,
+            step=0,
+            history=History(),
+            best_score=-math.inf,
+            bad_epochs=0,
+            optimizer={},
+            settings=self._settings(),
+        )
+
+    def _settings(self) -> dict[str, Any]:
+        return {
+            "batch_size": self.batch_size,
+            "seed": self.seed,
+            "world_size": self.context.world_size,
+            "lr": self.lr,
+        }
+
+    def _resume_state(self) -> TrainingState | None:
+        assert self.out_dir is not None
+        last = self.out_dir / LAST_NAME
+        if not last.is_file():
+            self._info("resume=True but %s does not exist; starting from scratch", last)
+            return None
+        state = load_training_state(last, self.model)
+        self.optimizer.load_state_dict(state.optimizer)
+        if self.scheduler is not None and state.scheduler is not None:
+            self.scheduler.load_state_dict(state.scheduler)
+        if self.scaler is not None and state.scaler is not None:
+            self.scaler.load_state_dict(state.scaler)
+        restore_rng(state.rng_tensors, state.rng_json)
+        if state.settings != self._settings():
+            logger.warning(
+                "resuming with settings %s that differ from the checkpoint's %s; the run will "
+                "not match an uninterrupted one",
+                self._settings(),
+                state.settings,
+            )
+        self._info("resumed from %s at epoch %d, step %d", last, state.epoch + 1, state.step)
+        return state
+
+    def _checkpoint(self, state: TrainingState, totals: _EpochTotals | None) -> None:
+        """Write ``last`` (rank 0) with the current weights, optimizer and RNG states."""
+        if self.out_dir is None or not self.context.is_main:
+            return
+        state.optimizer = self.optimizer.state_dict()
+        state.scheduler = self.scheduler.state_dict() if self.scheduler is not None else None
+        state.scaler = self.scaler.state_dict() if self.scaler is not None else None
+        state.partial = vars(totals).copy() if totals is not None else {}
+        state.rng_tensors, state.rng_json = capture_rng()
+        save_training_state(self.out_dir / LAST_NAME, self.model, state)
+
+    def _train_epoch(self, train: _SizedDataset, state: TrainingState, epoch: int) -> _EpochTotals:
+        per_rank = self._per_rank_batch()
+        sampler = self._sampler(train, shuffle=True)
+        sampler.set_epoch(epoch)
+        # BatchNorm cannot train on a batch of one image; such a last batch is left out.
+        drop_last = len(sampler) % per_rank == 1 and len(sampler) > 1
+        if drop_last and epoch == 1 and state.step == 0:
+            self._info("the last batch of each epoch has a single image and is skipped")
+        start = state.step
+        loader = self._loader(
+            train, _SkipSampler(sampler, start * per_rank), epoch, drop_last=drop_last
+        )
+        totals = _EpochTotals(**state.partial) if start else _EpochTotals()
+        world = float(self.context.world_size)
+        steps_in_epoch = start + len(loader)
+        self._network.train()
+        bar = tqdm(
+            total=steps_in_epoch,
+            initial=start,
+            desc=f"epoch {epoch}/{self.epochs}",
+            unit="batch",
+            disable=not self._show_progress(),
+            leave=False,
+        )
+        began = time.perf_counter()
+
+        def save_and_stop(error: Exception) -> NoReturn:
+            # Every step up to totals.steps is complete, so that is what the checkpoint holds.
+            state.step = totals.steps
+            saved = _EpochTotals(**vars(totals))
+            saved.seconds += time.perf_counter() - began
+            self._checkpoint(state, saved)
+            if totals.steps:
+                raise self._interrupt_error(epoch, totals.steps) from error
+            raise self._interrupt_error(epoch - 1, 0) from error
+
+        with bar:
+            for step, batch in enumerate(self._batches(loader, save_and_stop), start=start + 1):
+                images, targets = _split_batch(batch)
+                if targets is None:
+                    raise ValueError("the train dataset yields no targets")
+                targets = targets.to(torch.float32)
+                self._check_targets(targets, epoch, step)
+                with self._autocast():
+                    logits = self._network(self._to_device(images))
+                total, count = masked_bce_sum(
+                    logits.float(),
+                    targets.to(self.device, non_blocking=True),
+                    self.loss_fn.pos_weight,
+                )
+                # Summing over processes before dividing makes the loss (and so the averaged
+                # gradient) the mean over the global batch's valid entries.
+                # The interrupt flag rides along so that every process stops at the same step.
+                stats = torch.stack([total.detach(), count, count.new_tensor(self._interrupted)])
+                if self.context.enabled:
+                    torch.distributed.all_reduce(stats)
+                global_total, global_count, stop = stats.tolist()
+                step_loss = global_total / max(global_count, 1.0)
+                if not math.isfinite(step_loss):
+                    self._raise_non_finite(step_loss, epoch, step, steps_in_epoch)
+                loss = total * world / max(global_count, 1.0)
+                self.optimizer.zero_grad(set_to_none=True)
+                if self.scaler is not None:
+                    self.scaler.scale(loss).backward()
+                    self.scaler.step(self.optimizer)
+                    self.scaler.update()
+                else:
+                    loss.backward()
+                    self.optimizer.step()
+                totals.loss_sum += step_loss
+                totals.steps += 1
+                totals.images += int(images.shape[0]) * self.context.world_size
+                if not bar.disable:
+                    elapsed = totals.seconds + time.perf_counter() - began
+                    bar.set_postfix(loss=f"{step_loss:.4f}", img_s=f"{totals.images / elapsed:.1f}")
+                    bar.update()
+                # The epoch-end checkpoint follows the last step, so it is not written twice.
+                every = self.checkpoint_every
+                if stop or (every and step % every == 0 and step < steps_in_epoch):
+                    state.step = step
+                    saved = _EpochTotals(**vars(totals))
+                    saved.seconds += time.perf_counter() - began
+                    self._checkpoint(state, saved)
+                if stop:
+                    raise self._interrupt_error(epoch, step)
+        totals.seconds += time.perf_counter() - began
+        return totals
+
+    def _batches(
+        self, loader: DataLoader[Any], stop: Callable[[Exception], NoReturn]
+    ) -> Iterator[Any]:
+        """The loader's batches; if the loader fails after a Ctrl-C, ``stop`` takes over."""
+        batches = iter(loader)
+        while True:
+            try:
+                batch = next(batches)
+            except StopIteration:
+                return
+            except Exception as error:
+                # Ctrl-C also reaches the DataLoader workers; one still starting up (spawn or
+                # forkserver) dies of it before it can ignore it, and the loader fails.
+                if not self._interrupted or self.context.enabled:
+                    raise
+                stop(error)
+            yield batch
+
+    @staticmethod
+    def _check_targets(targets: Tensor, epoch: int, step: int) -> None:
+        bad = ~(torch.isnan(targets) | (targets == 0) | (targets == 1))
+        if bool(bad.any()):
+            value = targets[bad][0].item()
+            raise ValueError(
+                f"a training target is {value!r} at epoch {epoch}, step {step}; targets must be "
+                "0, 1 or nan"
+            )
+
+    def _raise_non_finite(self, value: float, epoch: int, step: int, steps: int) -> None:
+        if self.out_dir is None:
+            kept = "no checkpoint (out_dir=None)"
+        elif (self.out_dir / LAST_NAME).is_file():
+            kept = f"the last good checkpoint is {self.out_dir / LAST_NAME}"
+        else:
+            kept = "no checkpoint was written yet"
+        raise FloatingPointError(
+            f"training loss is {value} at epoch {epoch}, step {step} of {steps}; stopped before "
+            f"updating the weights ({kept}). Lower lr, check the inputs for nan/inf or use "
+            "amp='off'."
+        )
+
+    def _step_scheduler(self, metrics: Metrics | None) -> None:
+        if self.scheduler is None:
+            return
+        if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            assert metrics is not None  # fit() rejects "plateau" without validation
+            self.scheduler.step(metrics.macro_auroc)
+        else:
+            self.scheduler.step()
+
+    def fit(
+        self, train: _SizedDataset, val: _SizedDataset | None = None, *, resume: bool = False
+    ) -> History:
+        """Train for ``epochs`` epochs, validating, checkpointing and tuning thresholds.
+
+        After each epoch: validation metrics (at thresholds tuned on the validation set when
+        ``threshold_metric`` is set), an LR scheduler step, ``best.safetensors`` when the
+        validation macro-AUROC improved, and ``last.safetensors``. When training ends (all
+        epochs done or early stop) the model holds the best epoch's weights and thresholds (the
+        last epoch's without a validation set).
+
+        The first Ctrl-C (SIGINT) lets the current step finish, writes ``last`` for it and then
+        raises ``KeyboardInterrupt``; ``resume=True`` continues exactly from there. A second
+        Ctrl-C stops at once.
+
+        Args:
+            train: Items ``(image, target)``, targets in ``{0, 1, nan}``.
+            val: Validation items, or None (no metrics, no ``best``, no early stopping).
+            resume: Continue from ``out_dir/last.safetensors`` (starts fresh, with a log line,
+                when it does not exist).
+
+        Returns:
+            The history of all epochs (including those before a resume).
+
+        Raises:
+            ValueError: On an empty dataset, a label-count mismatch, an unwritable
+                ``out_dir``, ``resume`` without ``out_dir`` or ``"plateau"`` without ``val``.
+            FloatingPointError: If the training loss becomes nan or inf (names epoch and step).
+            KeyboardInterrupt: After Ctrl-C, once the checkpoint is written.
+        """
+        self._check_dataset(train, "train")
+        if val is not None:
+            self._check_dataset(val, "validation")
+        elif self.patience is not None or isinstance(
+            self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau
+        ):
+            raise ValueError("patience and scheduler='plateau' need a validation dataset")
+        if resume and self.out_dir is None:
+            raise ValueError("resume=True needs out_dir")
+        self._prepare_out_dir()
+
+        with self._deferred_interrupt():
+            return self._fit(train, val, resume)
+
+    def _fit(self, train: _SizedDataset, val: _SizedDataset | None, resume: bool) -> History:
+        resumed = self._resume_state() if resume else None
+        state = resumed or self._fresh_state()
+        best_weights = self._read_best() if resumed and resumed.best_score > -math.inf else None
+        self.history = state.history
+        while state.epoch < self.epochs and not self._early_stop(state):
+            epoch = state.epoch + 1
+            lr = float(self.optimizer.param_groups[0]["lr"])
+            totals = self._train_epoch(train, state, epoch)
+            distributed.broadcast_buffers(self.model, self.context)
+            metrics = self._validate(val) if val is not None else None
+            self._step_scheduler(metrics)
+            record = EpochRecord(
+                epoch=epoch,
+                train_loss=totals.loss_sum / max(totals.steps, 1),
+                seconds=totals.seconds,
+                images_per_second=totals.images / totals.seconds if totals.seconds else math.nan,
+                lr=lr,
+                val_metrics=metrics,
+            )
+            state.history.append(record)
+            state.epoch, state.step = epoch, 0
+            if metrics is not None:
+                if metrics.macro_auroc > state.best_score:
+                    state.best_score, state.bad_epochs = metrics.macro_auroc, 0
+                    best_weights = {
+                        k: v.detach().to("cpu", copy=True)
+                        for k, v in self.model.state_dict().items()
+                    }
+                    if self.out_dir is not None and self.context.is_main:
+                        save_best(self.out_dir / BEST_NAME, self.model, record)
+                else:
+                    state.bad_epochs += 1
+            self._checkpoint(state, None)
+            self._log_epoch(record)
+            if self._interrupt_requested():
+                raise self._interrupt_error(epoch, 0)
+        if best_weights is not None:
+            self.model.load_state_dict(best_weights)
+        return state.history
+
+    @contextlib.contextmanager
+    def _deferred_interrupt(self) -> Iterator[None]:
+        """Turn the first Ctrl-C (SIGINT) into a stop after the current step, with a checkpoint.
+
+        A second Ctrl-C stops at once. Signal handlers can only be set from the main thread;
+        elsewhere Ctrl-C keeps its usual immediate effect.
+        """
+        self._interrupted = 0.0
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = signal.getsignal(signal.SIGINT)
+
+        def handler(signum: int, frame: FrameType | None) -> None:
+            if self._interrupted:
+                raise KeyboardInterrupt
+            self._interrupted = 1.0
+            logger.warning("interrupted: stopping after this step (Ctrl-C again to stop now)")
+
+        signal.signal(signal.SIGINT, handler)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous if previous is not None else signal.SIG_DFL)
+
+    def _interrupt_requested(self) -> bool:
+        flag = torch.tensor(self._interrupted, device=self.device)
+        if self.context.enabled:
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+        return bool(flag.item())
+
+    def _interrupt_error(self, epoch: int, step: int) -> KeyboardInterrupt:
+        where = f"epoch {epoch}" + (f", step {step}" if step else " (end)")
+        if self.out_dir is None:
+            return KeyboardInterrupt(
+                f"training interrupted at {where}; nothing saved (out_dir=None)"
+            )
+        return KeyboardInterrupt(
+            f"training interrupted at {where}; checkpoint {self.out_dir / LAST_NAME} written, "
+            "continue with fit(..., resume=True)"
+        )
+
+    def _early_stop(self, state: TrainingState) -> bool:
+        # Checked before each epoch, so a resumed run that had stopped early stays stopped.
+        if self.patience is None or state.bad_epochs < self.patience:
+            return False
+        self._info(
+            "early stop after epoch %d: no better validation macro-AUROC for %d epochs",
+            state.epoch,
+            self.patience,
+        )
+        return True
+
+    def _read_best(self) -> dict[str, Tensor]:
+        assert self.out_dir is not None
+        _, weights = read_weights(self.out_dir / BEST_NAME)
+        return weights
+
+    def _log_epoch(self, record: EpochRecord) -> None:
+        parts = [f"train loss {record.train_loss:.4f}"]
+        m = record.val_metrics
+        if m is not None:
+            parts += [
+                f"val loss {m.loss:.4f}",
+                f"val macro-AUROC {m.macro_auroc:.4f}",
+                f"val accuracy {m.macro_accuracy:.4f} "
+                f"(all-negative {m.macro_all_negative_accuracy:.4f})",
+            ]
+            if m.undefined_auroc:
+                parts.append(f"AUROC undefined for {', '.join(m.undefined_auroc)}")
+        parts += [f"{record.images_per_second:.1f} images/s", f"{record.seconds:.1f} s"]
+        self._info("epoch %d/%d: %s", record.epoch, self.epochs, ", ".join(parts))

@@ -1,0 +1,274 @@
+import base64
+import dataclasses
+import io
+import os
+import re
+import subprocess
+import sys
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from chexviz.explain.explanation import Explanation
+from chexviz.explain.report import save_study_figure, study_figure, write_html_report
+
+SIZE = 32
+LABELS = ("Cardiomegaly", "Edema", "Pleural Effusion", "Support Devices")
+
+
+def _explanation(
+    batch: int = 1,
+    *,
+    labels: tuple[str, ...] = LABELS,
+    explained: tuple[str, ...] = ("Edema", "Pleural Effusion"),
+    channels: int = 1,
+) -> Explanation:
+    generator = torch.Generator().manual_seed(0)
+    images = torch.rand(batch, channels, SIZE, SIZE, generator=generator)
+    probabilities = torch.linspace(0.1, 0.9, len(labels)).repeat(batch, 1)
+    maps = []
+    for _ in range(batch):
+        per_class = {}
+        for k, cls in enumerate(explained):
+            heat = torch.zeros(SIZE, SIZE)
+            heat[4 * k : 4 * k + 8, 4 * k : 4 * k + 8] = 1.0
+            per_class[cls] = heat
+        maps.append(per_class)
+    return Explanation(
+        images=images,
+        labels=labels,
+        probabilities=probabilities,
+        thresholds=torch.full((len(labels),), 0.5),
+        classes=tuple(explained for _ in range(batch)),
+        heatmaps=tuple(maps),
+        raw_maps=tuple({c: m[::8, ::8] for c, m in per.items()} for per in maps),
+        zero_maps=tuple(frozenset() for _ in range(batch)),
+        layer="backbone.features",
+        method="gradcam",
+    )
+
+
+def test_study_figure_table_bolds_the_positives() -> None:
+    figure = study_figure(_explanation())
+    table = next(a for a in figure.axes if a.tables).tables[0]
+    weights = {}
+    for (row, column), cell in table.get_celld().items():
+        if row > 0 and column == 0:
+            weights[cell.get_text().get_text()] = cell.get_text().get_fontweight()
+    # probabilities 0.1, 0.37, 0.63, 0.9 against thresholds 0.5
+    assert weights == {
+        "Cardiomegaly": "normal",
+        "Edema": "normal",
+        "Pleural Effusion": "bold",
+        "Support Devices": "bold",
+    }
+    values = {cell.get_text().get_text() for (r, c), cell in table.get_celld().items() if c == 1}
+    assert {"10.0", "36.7", "63.3", "90.0"} <= values
+
+
+def test_study_figure_has_one_overlay_per_explained_class() -> None:
+    figure = study_figure(_explanation(explained=("Edema", "Pleural Effusion", "Cardiomegaly")))
+    titles = [a.get_title() for a in figure.axes]
+    assert titles[0] == "Input"
+    assert titles[2:5] == ["Edema (36.7%)", "Pleural Effusion (63.3%)", "Cardiomegaly (10.0%)"]
+    overlay = figure.axes[2].images[0].get_array()
+    assert overlay.shape == (SIZE, SIZE, 3)  # the RGB overlay itself, not a colour-mapped array
+
+
+def test_study_figure_without_explained_classes_says_so() -> None:
+    figure = study_figure(_explanation(explained=()))
+    assert figure.get_supxlabel() == "no class explained for this image"
+
+
+def test_save_study_figure_writes_a_png(tmp_path: Path) -> None:
+    path = save_study_figure(_explanation(batch=2), tmp_path / "out" / "study.png", index=1)
+    assert path == tmp_path / "out" / "study.png"
+    with Image.open(path) as image:
+        assert image.format == "PNG"
+        assert image.width == 1000
+    assert os.listdir(tmp_path / "out") == ["study.png"]
+
+
+def test_save_study_figure_takes_the_format_from_the_suffix(tmp_path: Path) -> None:
+    path = save_study_figure(_explanation(), tmp_path / "study.svg")
+    assert path.read_text().lstrip().startswith("<?xml")
+    with pytest.raises(ValueError, match=r"'study\.txt'.*\.png"):
+        save_study_figure(_explanation(), tmp_path / "study.txt")
+
+
+def test_save_study_figure_bad_index(tmp_path: Path) -> None:
+    with pytest.raises(IndexError, match="index 3"):
+        save_study_figure(_explanation(batch=2), tmp_path / "a.png", index=3)
+
+
+def test_figures_do_not_touch_pyplot(tmp_path: Path) -> None:
+    code = (
+        "import sys, torch; sys.path[:0] = [{tests!r}]; from test_report import _explanation;"
+        "from chexviz.explain.report import save_study_figure;"
+        "save_study_figure(_explanation(), {path!r});"
+        "assert 'matplotlib.pyplot' not in sys.modules"
+    ).format(tests=str(Path(__file__).parent), path=str(tmp_path / "a.png"))
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+class _Collector(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.images: list[dict[str, str | None]] = []
+        self.text: list[str] = []
+        self.tags: list[str] = []
+        self.positive_rows = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append(tag)
+        if tag == "img":
+            self.images.append(dict(attrs))
+        if tag == "tr" and ("class", "positive") in attrs:
+            self.positive_rows += 1
+
+    def handle_data(self, data: str) -> None:
+        self.text.append(data)
+
+
+def _parse(path: Path) -> _Collector:
+    collector = _Collector()
+    collector.feed(path.read_text(encoding="utf-8"))
+    return collector
+
+
+def test_html_report_embeds_every_picture(tmp_path: Path) -> None:
+    path = write_html_report(
+        [_explanation(batch=2), _explanation(channels=3)],
+        tmp_path / "report.html",
+        names=["a.jpg", "b.jpg", Path("c.jpg")],
+    )
+    parsed = _parse(path)
+    # 3 images x (input + 2 overlays)
+    assert len(parsed.images) == 9
+    for image in parsed.images:
+        source = image["src"] or ""
+        assert source.startswith("data:image/png;base64,")
+        with Image.open(io.BytesIO(base64.b64decode(source.split(",", 1)[1]))) as picture:
+            assert picture.size == (SIZE, SIZE)
+            assert picture.mode == "RGB"
+    text = "".join(parsed.text)
+    for name in ("a.jpg", "b.jpg", "c.jpg", "Pleural Effusion (63.3%)"):
+        assert name in text
+    assert parsed.positive_rows == 3 * 2
+    assert "script" not in parsed.tags
+    assert "http" not in path.read_text()  # nothing to fetch: the file stands alone
+
+
+def test_html_report_escapes_all_text(tmp_path: Path) -> None:
+    evil = "<script>alert(1)</script>"
+    explanation = _explanation(labels=(evil, "B & C", '"quoted"', "D"), explained=(evil, "B & C"))
+    path = write_html_report(explanation, tmp_path / "r.html", names=[evil], title=evil)
+    raw = path.read_text(encoding="utf-8")
+    assert "<script" not in raw
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in raw
+    assert "B &amp; C" in raw
+    parsed = _parse(path)
+    assert "script" not in parsed.tags
+    assert evil in "".join(parsed.text)  # the browser shows the name as text
+    assert any(evil in (image.get("alt") or "") for image in parsed.images)
+
+
+def test_html_report_default_names_and_empty_images(tmp_path: Path) -> None:
+    path = write_html_report([_explanation(), _explanation(explained=())], tmp_path / "r.html")
+    text = "".join(_parse(path).text)
+    assert "image 1" in text
+    assert "image 2" in text
+    assert "No class explained for this image." in text
+
+
+def test_html_report_bad_names(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="names has 1 entries but the explanations hold 2"):
+        write_html_report(_explanation(batch=2), tmp_path / "r.html", names=["x"])
+    with pytest.raises(ValueError, match="no image"):
+        write_html_report([], tmp_path / "r.html")
+
+
+def test_html_report_is_written_atomically(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    path = tmp_path / "r.html"
+    path.write_text("old report")
+
+    def fail(source: object, target: object) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", fail)
+    with pytest.raises(OSError, match="disk full"):
+        write_html_report(_explanation(), path)
+    assert path.read_text() == "old report"
+    assert os.listdir(tmp_path) == ["r.html"]
+    monkeypatch.undo()
+    write_html_report(_explanation(), path)
+    assert path.read_text().startswith("<!DOCTYPE html>")
+    assert os.listdir(tmp_path) == ["r.html"]
+
+
+def test_html_report_heat_scale_follows_the_colormap(tmp_path: Path) -> None:
+    raw = write_html_report(_explanation(), tmp_path / "r.html", cmap="viridis").read_text()
+    stops = re.findall(r"rgb\((\d+),(\d+),(\d+)\) (\d+)%", raw)
+    assert stops[0] == ("68", "1", "84", "0")  # viridis starts dark purple: R, G, B in order
+    assert stops[-1][3] == "100"
+    assert np.argmax([int(v) for v in stops[-1][:3]]) in (0, 1)  # ends yellow
+
+
+_ALLOWED_ATTRIBUTES = {"src", "alt", "class", "id", "style", "lang", "charset", "name", "content"}
+
+
+class _Attributes(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.attributes: set[str] = set()
+        self.tags: set[str] = set()
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.add(tag)
+        self.attributes.update(name for name, _ in attrs)
+
+
+def test_html_report_escapes_file_names_layer_and_method(tmp_path: Path) -> None:
+    # File names may hold quotes and angle brackets; the layer name is a module name, which
+    # PyTorch lets be any string without a dot.
+    names = [Path("x") / '"><img src=x onerror=alert(1)>.png', "a' onmouseover='alert(2)"]
+    explanation = dataclasses.replace(
+        _explanation(batch=2),
+        layer="<script>alert(3)</script>",
+        method='gradcam"><iframe src=javascript:alert(4)>',
+    )
+    path = write_html_report(explanation, tmp_path / "r.html", names=names)
+    parsed = _Attributes()
+    parsed.feed(path.read_text(encoding="utf-8"))
+    assert parsed.attributes <= _ALLOWED_ATTRIBUTES
+    assert parsed.tags.isdisjoint({"script", "iframe"})
+    collected = _parse(path)
+    alts = " ".join(image.get("alt") or "" for image in collected.images)
+    text = "".join(collected.text)
+    for name in names:
+        assert os.fspath(name) in alts  # shown verbatim, as text
+        assert os.fspath(name) in text
+    assert "<script>alert(3)</script>" in text
+
+
+@pytest.mark.parametrize("label", [r"$\frac{1}$", "$x^2$", "50% of $", "under_score"])
+def test_study_figure_draws_label_names_literally(tmp_path: Path, label: str) -> None:
+    explanation = _explanation(labels=(label, "Edema", "P", "Q"), explained=(label, "Edema"))
+    explanation = dataclasses.replace(explanation, layer="$bad{layer")
+    save_study_figure(explanation, tmp_path / "a.png")  # mathtext would fail or alter it
+    figure = study_figure(explanation)
+    texts = [*figure.texts, *(axis.title for axis in figure.axes)]
+    texts += [
+        cell.get_text()
+        for axis in figure.axes
+        for table in axis.tables
+        for cell in table.get_celld().values()
+    ]
+    shown = {text.get_text() for text in texts if not text.get_parse_math()}
+    assert label in shown  # the probability table
+    assert f"{label} (10.0%)" in shown  # the overlay title
+    assert "gradcam at layer $bad{layer" in shown
