@@ -114,7 +114,11 @@ def learnability(
     metrics = trainer.evaluate(test)
     model.eval()
     scores = score_localization(
-        GradCAM(model), test, load_boxes(release / "train_boxes.csv"), classes="true", progress=False
+        GradCAM(model),
+        test,
+        load_boxes(release / "train_boxes.csv"),
+        classes="true",
+        progress=False,
     )
     table = summarize_localization(scores)
     table.insert(0, "auroc", pd.Series(dict(zip(SIGN_LABELS, metrics.auroc, strict=True))))

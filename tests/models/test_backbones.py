@@ -15,7 +15,7 @@ from chexviz.models.backbones import (
     IMAGENET_STD,
     adapt_input_conv,
     channel_stats,
-    replace_first_conv,
+    replace_stem_conv,
 )
 from chexviz.models.registry import Backbone, create_backbone, list_backbones
 
@@ -183,7 +183,7 @@ def test_grey_conv_equals_rgb_conv_on_replicated_input(
     net = nn.Sequential(rgb)
     reference = nn.Conv2d(3, out_channels, kernel, stride=stride, padding=kernel // 2)
     reference.load_state_dict(rgb.state_dict())
-    replace_first_conv(net, 1)
+    replace_stem_conv(net, "0", 1)
     grey = net[0]
     assert isinstance(grey, nn.Conv2d)
     assert grey.in_channels == 1
@@ -200,15 +200,38 @@ def test_adapt_input_conv_shapes_and_errors() -> None:
         adapt_input_conv(2, weight)
     with pytest.raises(ValueError, match=r"expected RGB kernels"):
         adapt_input_conv(1, torch.randn(4, 1, 3, 3))
-    with pytest.raises(ValueError, match=r"no nn\.Conv2d"):
-        replace_first_conv(nn.Sequential(nn.ReLU()), 1)
+    with pytest.raises(ValueError, match=r"'0' is a ReLU, not an nn\.Conv2d"):
+        replace_stem_conv(nn.Sequential(nn.ReLU()), "0", 1)
+    with pytest.raises(ValueError, match=r"no submodule 'stem'"):
+        replace_stem_conv(nn.Sequential(nn.ReLU()), "stem", 1)
 
 
-def test_replace_first_conv_keeps_three_channels_untouched() -> None:
+def test_replace_stem_conv_keeps_three_channels_untouched() -> None:
     net = nn.Sequential(nn.Conv2d(3, 2, 3))
     conv = net[0]
-    replace_first_conv(net, 3)
+    replace_stem_conv(net, "0", 3)
     assert net[0] is conv
+
+
+def test_replace_stem_conv_adapts_the_named_conv_not_the_first_registered() -> None:
+    # A side branch registered before the stem: "the first Conv2d" would pick the wrong one.
+    net = nn.Module()
+    net.side = nn.Conv2d(3, 2, 1)
+    net.stem = nn.Conv2d(3, 2, 3)
+    replace_stem_conv(net, "stem", 1)
+    assert net.stem.in_channels == 1
+    assert net.side.in_channels == 3
+
+
+@pytest.mark.parametrize("name", BUILTINS)
+def test_every_builtin_declares_its_stem_and_adapts_it(name: str) -> None:
+    backbone = create_backbone(name, in_channels=1)
+    stem = backbone.info.first_conv
+    assert stem is not None
+    conv = backbone.get_submodule(stem)
+    assert isinstance(conv, nn.Conv2d)
+    assert conv.in_channels == 1
+    assert backbone.info.weights is None  # randomly initialised: no weights version
 
 
 _REFERENCE_BUILDERS = {

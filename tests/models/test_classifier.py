@@ -27,6 +27,7 @@ def test_defaults() -> None:
     assert model.backbone.info.name == "simple_cnn"
     torch.testing.assert_close(model.thresholds, torch.full((14,), 0.5))
     assert model.config() == {
+        "pretrained_weights": None,
         "backbone": "simple_cnn",
         "head": "linear",
         "in_channels": 1,

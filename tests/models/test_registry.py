@@ -220,3 +220,37 @@ def test_discovery_happens_once(monkeypatch: pytest.MonkeyPatch) -> None:
     list_backbones("res*")
     create_backbone("simple_cnn")
     assert calls == [ENTRY_POINT_GROUP]
+
+
+@pytest.mark.usefixtures("isolated")
+def test_failed_builtin_import_is_retried_by_the_next_lookup(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _fake_entry_points(monkeypatch)
+    real = registry.importlib.import_module
+    calls: list[str] = []
+
+    def flaky(name: str) -> object:
+        calls.append(name)
+        if len(calls) == 1:
+            raise ImportError("torchvision is broken")
+        return real(name)
+
+    monkeypatch.setattr(registry.importlib, "import_module", flaky)
+    with pytest.raises(ImportError, match="torchvision is broken"):
+        list_backbones()
+    assert "resnet18" in list_backbones()  # tried again, not remembered as discovered
+    assert calls == ["chexviz.models.backbones", "chexviz.models.backbones"]
+
+
+@pytest.mark.usefixtures("isolated")
+def test_first_conv_must_name_a_conv2d(monkeypatch: pytest.MonkeyPatch) -> None:
+    _fake_entry_points(monkeypatch)
+
+    @register_backbone("bad_stem")
+    def bad_stem(*, pretrained: bool, in_channels: int) -> Backbone:
+        info = BackboneInfo("bad_stem", 4, (0.5,), (0.5,), 1, "features", first_conv="features")
+        return Backbone(nn.ReLU(), info)
+
+    with pytest.raises(ValueError, match="first_conv 'features', which is a ReLU"):
+        create_backbone("bad_stem")

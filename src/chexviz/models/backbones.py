@@ -31,7 +31,7 @@ __all__ = [
     "IMAGENET_STD",
     "adapt_input_conv",
     "channel_stats",
-    "replace_first_conv",
+    "replace_stem_conv",
 ]
 
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
@@ -89,26 +89,32 @@ def adapt_input_conv(in_channels: int, weight: torch.Tensor) -> torch.Tensor:
     return weight.sum(dim=1, keepdim=True)
 
 
-def replace_first_conv(module: nn.Module, in_channels: int) -> None:
-    """Make ``module``'s first ``nn.Conv2d`` accept ``in_channels``, keeping its trained kernels.
+def replace_stem_conv(module: nn.Module, path: str, in_channels: int) -> None:
+    """Make the stem convolution at ``path`` accept ``in_channels``, keeping its trained kernels.
 
-    The first convolution in registration order is the stem of every torchvision network.
+    The stem is named, not guessed: every built-in backbone declares it (as timm's
+    ``pretrained_cfg["first_conv"]`` does), since "the first ``nn.Conv2d`` registered" need not
+    be the one that sees the input.
 
     Args:
         module: The network, modified in place.
+        path: Dotted path of the stem ``nn.Conv2d`` within ``module``.
         in_channels: 1 or 3.
 
     Raises:
-        ValueError: If the module has no RGB convolution or ``in_channels`` is not 1 or 3.
+        ValueError: If ``path`` is not an RGB ``nn.Conv2d`` of ``module`` or ``in_channels`` is
+            not 1 or 3.
     """
-    found = next(((p, m) for p, m in module.named_modules() if isinstance(m, nn.Conv2d)), None)
-    if found is None:
-        raise ValueError(f"{type(module).__name__} has no nn.Conv2d to adapt")
-    path, conv = found
+    try:
+        conv = module.get_submodule(path)
+    except AttributeError as exc:
+        raise ValueError(f"{type(module).__name__} has no submodule {path!r}") from exc
+    if not isinstance(conv, nn.Conv2d):
+        raise ValueError(f"{path!r} is a {type(conv).__name__}, not an nn.Conv2d to adapt")
     if conv.in_channels == in_channels:
         return
     if conv.groups != 1:
-        raise ValueError(f"first convolution {path!r} is grouped; cannot adapt its input")
+        raise ValueError(f"stem convolution {path!r} is grouped; cannot adapt its input")
     new = nn.Conv2d(
         in_channels,
         conv.out_channels,
@@ -128,8 +134,9 @@ def replace_first_conv(module: nn.Module, in_channels: int) -> None:
     setattr(parent, attr, new)
 
 
-def _weights(pretrained: bool) -> str | None:
-    return "DEFAULT" if pretrained else None
+def _weights(name: str, pretrained: bool) -> tvm.WeightsEnum | None:
+    """Torchvision's default weights of network ``name``, or None for random initialisation."""
+    return tvm.get_model_weights(name).DEFAULT if pretrained else None  # type: ignore[no-any-return]
 
 
 def _info(
@@ -138,27 +145,45 @@ def _info(
     in_channels: int,
     min_input_size: int,
     gradcam_layer: str,
+    first_conv: str,
+    weights: tvm.WeightsEnum | None,
     mean: Sequence[float] = IMAGENET_MEAN,
     std: Sequence[float] = IMAGENET_STD,
 ) -> BackboneInfo:
     m, s = channel_stats(mean, std, in_channels)
-    return BackboneInfo(name, num_features, m, s, min_input_size, gradcam_layer)
+    return BackboneInfo(
+        name,
+        num_features,
+        m,
+        s,
+        min_input_size,
+        gradcam_layer,
+        first_conv=first_conv,
+        weights=str(weights) if weights is not None else None,
+    )
 
 
-def _torchvision(name: str, pretrained: bool, in_channels: int, **kwargs: Any) -> nn.Module:
-    """The torchvision network ``name``, with its stem convolution taking ``in_channels``."""
+def _torchvision(
+    name: str, stem: str, pretrained: bool, in_channels: int, **kwargs: Any
+) -> tuple[nn.Module, tvm.WeightsEnum | None]:
+    """The torchvision network ``name`` and its weights; its ``stem`` conv takes ``in_channels``."""
     check_in_channels(in_channels, f"backbone {name!r} in_channels")
-    model: nn.Module = getattr(tvm, name)(weights=_weights(pretrained), **kwargs)
-    replace_first_conv(model, in_channels)
-    return model
+    weights = _weights(name, pretrained)
+    model: nn.Module = getattr(tvm, name)(weights=weights, **kwargs)
+    replace_stem_conv(model, stem, in_channels)
+    return model, weights
 
 
 def _features_backbone(
     name: str, num_features: int, gradcam_layer: str, pretrained: bool, in_channels: int
 ) -> Backbone:
-    """A torchvision network whose ``features`` module is its whole convolutional part."""
-    features = _torchvision(name, pretrained, in_channels).get_submodule("features")
-    return Backbone(features, _info(name, num_features, in_channels, 32, gradcam_layer))
+    """A torchvision network whose ``features`` module is its whole convolutional part.
+
+    In each of them (MobileNet-V2, EfficientNet, ConvNeXt) the stem is ``features.0.0``.
+    """
+    model, weights = _torchvision(name, "features.0.0", pretrained, in_channels)
+    info = _info(name, num_features, in_channels, 32, gradcam_layer, "features.0.0", weights)
+    return Backbone(model.get_submodule("features"), info)
 
 
 def _children(model: nn.Module, names: Sequence[str]) -> nn.Sequential:
@@ -203,6 +228,7 @@ def simple_cnn(*, pretrained: bool, in_channels: int) -> Backbone:
         std=(0.25,) * in_channels,
         min_input_size=8,
         gradcam_layer="features.block4",
+        first_conv="features.block1.0",
     )
     return Backbone(nn.Sequential(layers), info)
 
@@ -221,17 +247,18 @@ def densenet121(*, pretrained: bool, in_channels: int) -> Backbone:
     Returns:
         The backbone.
     """
-    features = _torchvision("densenet121", pretrained, in_channels).get_submodule("features")
+    model, weights = _torchvision("densenet121", "features.conv0", pretrained, in_channels)
+    features = model.get_submodule("features")
     features.add_module("relu5", nn.ReLU(inplace=False))
-    return Backbone(features, _info("densenet121", 1024, in_channels, 32, "features.relu5"))
+    info = _info("densenet121", 1024, in_channels, 32, "features.relu5", "features.conv0", weights)
+    return Backbone(features, info)
 
 
 def _resnet(name: str, num_features: int, pretrained: bool, in_channels: int) -> Backbone:
-    model = _torchvision(name, pretrained, in_channels)
+    model, weights = _torchvision(name, "conv1", pretrained, in_channels)
     stages = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4")
-    return Backbone(
-        _children(model, stages), _info(name, num_features, in_channels, 32, "features.layer4")
-    )
+    info = _info(name, num_features, in_channels, 32, "features.layer4", "features.conv1", weights)
+    return Backbone(_children(model, stages), info)
 
 
 @register_backbone("resnet18")
@@ -320,20 +347,20 @@ def vgg16(*, pretrained: bool, in_channels: int) -> Backbone:
     """
     check_in_channels(in_channels, "backbone 'vgg16' in_channels")
     features = tvm.vgg.make_layers(tvm.vgg.cfgs["D"])
-    if pretrained:
-        state: dict[str, Any] = tvm.VGG16_Weights.DEFAULT.get_state_dict(progress=True)
+    weights = _weights("vgg16", pretrained)
+    if weights is not None:
+        state: dict[str, Any] = weights.get_state_dict(progress=True)
         prefix = "features."
         features.load_state_dict(
             {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
         )
-    replace_first_conv(features, in_channels)
+    replace_stem_conv(features, "0", in_channels)
     # Dropping the last max-pool gives the feature map Grad-CAM wants (before pooling).
     layers = list(features)[:-1]
     layers[-1] = nn.ReLU(inplace=False)
     last = str(len(layers) - 1)
-    return Backbone(
-        nn.Sequential(*layers), _info("vgg16", 512, in_channels, 16, f"features.{last}")
-    )
+    info = _info("vgg16", 512, in_channels, 16, f"features.{last}", "features.0", weights)
+    return Backbone(nn.Sequential(*layers), info)
 
 
 @register_backbone("inception_v3")
@@ -355,7 +382,9 @@ def inception_v3(*, pretrained: bool, in_channels: int) -> Backbone:
         # of the stages below either way. Without weights torchvision warns unless the
         # (scipy-free) initialisation is chosen explicitly.
         kwargs.update(aux_logits=False, init_weights=True)
-    model = _torchvision("inception_v3", pretrained, in_channels, **kwargs)
+    model, weights = _torchvision(
+        "inception_v3", "Conv2d_1a_3x3.conv", pretrained, in_channels, **kwargs
+    )
     stages = (
         "Conv2d_1a_3x3",
         "Conv2d_2a_3x3",
@@ -382,6 +411,8 @@ def inception_v3(*, pretrained: bool, in_channels: int) -> Backbone:
         in_channels,
         75,
         "features.Mixed_7c",
+        "features.Conv2d_1a_3x3.conv",
+        weights,
         mean=_INCEPTION_MEAN,
         std=_INCEPTION_STD,
     )

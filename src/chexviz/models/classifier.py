@@ -98,6 +98,9 @@ class MultiLabelClassifier(nn.Module):
         num_labels: Number of outputs.
         in_channels: Input channels.
         image_size: Training input size.
+        pretrained_weights: The pretrained weights training started from (torchvision's name,
+            e.g. ``"ResNet18_Weights.IMAGENET1K_V1"``), kept through save and load; None when
+            the backbone started from random weights.
         thresholds: Per-label decision thresholds on probabilities (buffer, default 0.5).
 
     Raises:
@@ -128,6 +131,7 @@ class MultiLabelClassifier(nn.Module):
         if isinstance(image_size, bool) or not isinstance(image_size, int):
             raise ValueError(f"image_size must be an integer, got {image_size!r}")
         self.backbone = create_backbone(backbone, pretrained=pretrained, in_channels=in_channels)
+        self.pretrained_weights: str | None = self.backbone.info.weights
         info = self.backbone.info
         if image_size < info.min_input_size:
             raise ValueError(
@@ -292,6 +296,7 @@ class MultiLabelClassifier(nn.Module):
             "labels": list(self.labels),
             "image_size": self.image_size,
             "dropout": self.dropout,
+            "pretrained_weights": self.pretrained_weights,
         }
 
     @classmethod
@@ -306,13 +311,17 @@ class MultiLabelClassifier(nn.Module):
             A new model with freshly initialised weights.
         """
         c = dict(config)
-        return cls(
+        # Provenance, not an architecture argument: the model is built without downloading.
+        pretrained_weights = c.pop("pretrained_weights", None)
+        model = cls(
             c.pop("backbone"),
             c.pop("num_labels"),
             labels=c.pop("labels"),
             pretrained=False,
             **c,
         )
+        model.pretrained_weights = pretrained_weights
+        return model
 
     def save(
         self,
@@ -332,16 +341,10 @@ class MultiLabelClassifier(nn.Module):
         Returns:
             The written path.
         """
-        header = {
-            "config": self.config(),
-            "thresholds": self.thresholds.tolist(),
-            "mean": self.mean.flatten().tolist(),
-            "std": self.std.flatten().tolist(),
-        }
         written = write_weights(
             path,
             self.state_dict(),
-            header,
+            {"config": self.config()},
             extra_tensors=extra_tensors,
             extra_metadata=extra_metadata,
         )
@@ -384,5 +387,24 @@ class MultiLabelClassifier(nn.Module):
             source=str(path),
             model=f"backbone {model.backbone.info.name!r} with head {model.head_name!r}",
         )
+        _check_buffers(path, state)
         model.load_state_dict(state)
         return model.to(device).eval()
+
+
+def _check_buffers(path: str | os.PathLike[str], state: Mapping[str, torch.Tensor]) -> None:
+    """Refuses thresholds and normalisation that would make every output wrong.
+
+    The tensors are the one copy of these values in the file (the JSON header holds only the
+    architecture), so they get the range checks a header field would; ``check_state_dict``
+    has already refused NaN and infinity.
+    """
+    thresholds, std = state["thresholds"].double(), state["std"].double()
+    if not bool(((thresholds >= 0) & (thresholds <= 1)).all()):
+        raise WeightFileError(
+            f"{path}: tensor 'thresholds' must be in [0, 1], got {thresholds.tolist()}"
+        )
+    if not bool((std > 0).all()):
+        raise WeightFileError(
+            f"{path}: tensor 'std' must be positive, got {std.flatten().tolist()}"
+        )

@@ -57,6 +57,10 @@ class BackboneInfo:
         min_input_size: Smallest square input side, in pixels, the backbone accepts.
         gradcam_layer: Dotted path, within the backbone, of the submodule whose output is the
             last convolutional feature map before global pooling (the Grad-CAM target).
+        first_conv: Dotted path, within the backbone, of the stem convolution that sees the
+            input (as timm's ``pretrained_cfg["first_conv"]``); None when not declared.
+        weights: The pretrained weights the backbone was built with (torchvision's name, e.g.
+            ``"ResNet18_Weights.IMAGENET1K_V1"``); None when randomly initialised.
     """
 
     name: str
@@ -65,6 +69,8 @@ class BackboneInfo:
     std: tuple[float, ...]
     min_input_size: int
     gradcam_layer: str
+    first_conv: str | None = None
+    weights: str | None = None
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -153,6 +159,7 @@ _LOCK = threading.RLock()
 _BUILDERS: dict[str, BackboneBuilder] = {}
 _BROKEN_PLUGINS: dict[str, str] = {}
 _discovered = False
+_discovering = False
 
 
 def register_backbone(name: str) -> Callable[[_B], _B]:
@@ -200,25 +207,38 @@ def _load_plugin(entry_point: EntryPoint) -> None:
 
 
 def _discover() -> None:
-    """Register the built-ins and every installed plugin, once per process."""
-    global _discovered
+    """Register the built-ins and every installed plugin, once per process.
+
+    Discovery counts as done only once the built-ins imported: a failed import (a broken
+    torchvision, say) raises here and is tried again by the next lookup. ``_discovering`` stops
+    a plugin that lists the registry while it is imported from starting discovery over.
+    """
+    global _discovered, _discovering
     with _LOCK:
-        if _discovered:
+        if _discovered or _discovering:
             return
-        _discovered = True
-        importlib.import_module("chexviz.models.backbones")
-        for entry_point in entry_points(group=ENTRY_POINT_GROUP):
-            try:
-                _load_plugin(entry_point)
-            except Exception as exc:  # a broken plugin must not break unrelated lookups
-                reason = f"{type(exc).__name__}: {exc}"
-                _BROKEN_PLUGINS[entry_point.name] = f"{entry_point.value} ({reason})"
-                warnings.warn(
-                    f"chexviz backbone plugin {entry_point.name!r} ({entry_point.value}) "
-                    f"failed to load and is skipped: {reason}",
-                    RuntimeWarning,
-                    stacklevel=3,
-                )
+        _discovering = True
+        try:
+            _import_all()
+            _discovered = True
+        finally:
+            _discovering = False
+
+
+def _import_all() -> None:
+    importlib.import_module("chexviz.models.backbones")
+    for entry_point in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            _load_plugin(entry_point)
+        except Exception as exc:  # a broken plugin must not break unrelated lookups
+            reason = f"{type(exc).__name__}: {exc}"
+            _BROKEN_PLUGINS[entry_point.name] = f"{entry_point.value} ({reason})"
+            warnings.warn(
+                f"chexviz backbone plugin {entry_point.name!r} ({entry_point.value}) "
+                f"failed to load and is skipped: {reason}",
+                RuntimeWarning,
+                stacklevel=4,
+            )
 
 
 def _as_patterns(patterns: str | Iterable[str] | None) -> list[str]:
@@ -309,10 +329,17 @@ def _check_built(name: str, in_channels: int, backbone: object) -> None:
             f"backbone {name!r} was asked for in_channels={in_channels} but its info "
             f"declares {info.in_channels} normalisation values"
         )
-    try:
-        backbone.get_submodule(info.gradcam_layer)
-    except AttributeError as exc:
-        raise ValueError(
-            f"backbone {name!r} declares gradcam_layer {info.gradcam_layer!r}, "
-            "which is not one of its submodules"
-        ) from exc
+    for field, path in (("gradcam_layer", info.gradcam_layer), ("first_conv", info.first_conv)):
+        if path is None:
+            continue
+        try:
+            module = backbone.get_submodule(path)
+        except AttributeError as exc:
+            raise ValueError(
+                f"backbone {name!r} declares {field} {path!r}, which is not one of its submodules"
+            ) from exc
+        if field == "first_conv" and not isinstance(module, nn.Conv2d):
+            raise ValueError(
+                f"backbone {name!r} declares first_conv {path!r}, which is a "
+                f"{type(module).__name__}, not an nn.Conv2d"
+            )

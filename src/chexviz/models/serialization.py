@@ -3,20 +3,24 @@
 A file holds the classifier's ``state_dict``, optional extra tensors under the reserved key
 prefix ``extra/`` and, in the safetensors metadata, a ``chexviz`` entry with a JSON header::
 
-    {"format": "chexviz", "format_version": 1, "chexviz_version": "...",
+    {"format": "chexviz", "format_version": 2, "chexviz_version": "...",
      "config": {"backbone": ..., "head": ..., "in_channels": ..., "num_labels": ...,
-                "labels": [...], "image_size": ..., "dropout": ...},
-     "thresholds": [...], "mean": [...], "std": [...]}
+                "labels": [...], "image_size": ..., "dropout": ...,
+                "pretrained_weights": ... or null}}
 
-plus the caller's extra metadata under ``extra/<key>``. Writing is atomic (temporary file in the
-same directory, then ``os.replace``). Reading never unpickles: the safetensors header is checked
-before any tensor is touched, and pickle or ``torch.save`` files are refused.
+plus the caller's extra metadata under ``extra/<key>``. The header describes the architecture
+only: every value the model computes with (weights, and the ``mean``, ``std`` and ``thresholds``
+buffers) lives once, in the tensors. Version 1 files also repeated ``thresholds``, ``mean`` and
+``std`` in the header; they are read, and those header copies ignored.
+
+Writing is atomic (temporary file in the same directory, then ``os.replace``). Reading never
+unpickles: the safetensors header is checked before any tensor is touched, and pickle or
+``torch.save`` files are refused.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 import struct
 from collections.abc import Mapping
@@ -42,8 +46,8 @@ __all__ = [
     "write_weights",
 ]
 
-FORMAT_VERSION = 1
-"""Version of the header layout written by this release."""
+FORMAT_VERSION = 2
+"""Version of the header layout written by this release (it reads 1 and 2)."""
 EXTRA_PREFIX = "extra/"
 """Key prefix of extra tensors and metadata stored next to the model."""
 
@@ -59,6 +63,10 @@ _CONFIG_FIELDS: dict[str, type | tuple[type, ...]] = {
     "labels": list,
     "image_size": int,
     "dropout": (int, float),
+}
+# Fields that files written before they existed lack.
+_OPTIONAL_CONFIG_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "pretrained_weights": (str, type(None)),
 }
 
 
@@ -118,7 +126,10 @@ def _validate_config(path: Path, config: object) -> dict[str, Any]:
         value = config[key]
         if isinstance(value, bool) or not isinstance(value, kind):
             raise _fail(path, f"header config field {key!r} has invalid value {value!r}")
-    unknown = sorted(set(config) - set(_CONFIG_FIELDS))
+    for key, kind in _OPTIONAL_CONFIG_FIELDS.items():
+        if key in config and not isinstance(config[key], kind):
+            raise _fail(path, f"header config field {key!r} has invalid value {config[key]!r}")
+    unknown = sorted(set(config) - set(_CONFIG_FIELDS) - set(_OPTIONAL_CONFIG_FIELDS))
     if unknown:
         raise _fail(path, f"header config has unknown fields {unknown}")
     labels = config["labels"]
@@ -134,20 +145,6 @@ def _validate_config(path: Path, config: object) -> dict[str, Any]:
     return dict(config)
 
 
-def _float_list(path: Path, header: Mapping[str, Any], key: str, length: int) -> list[float]:
-    values = header.get(key)
-    if (
-        not isinstance(values, list)
-        or len(values) != length
-        or not all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-            for v in values
-        )
-    ):
-        raise _fail(path, f"header field {key!r} must be {length} finite numbers, got {values!r}")
-    return [float(v) for v in values]
-
-
 def read_header(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read and validate a weight file's chexviz header without loading any tensor.
 
@@ -157,8 +154,7 @@ def read_header(path: str | os.PathLike[str]) -> dict[str, Any]:
     Returns:
         The header: ``format``, ``format_version``, ``chexviz_version``, ``config`` (the
         classifier's
-        [`MultiLabelClassifier.config`][chexviz.models.classifier.MultiLabelClassifier.config]),
-        ``thresholds``, ``mean`` and ``std``.
+        [`MultiLabelClassifier.config`][chexviz.models.classifier.MultiLabelClassifier.config]).
 
     Raises:
         FileNotFoundError: If the file does not exist.
@@ -188,11 +184,9 @@ def _chexviz_header(file: Path) -> tuple[dict[str, Any], dict[str, Any]]:
             f"format_version {version} was written by a newer chexviz "
             f"({header.get('chexviz_version')}); this release reads up to {FORMAT_VERSION}",
         )
-    config = _validate_config(file, header.get("config"))
-    header["config"] = config
-    header["thresholds"] = _float_list(file, header, "thresholds", config["num_labels"])
-    header["mean"] = _float_list(file, header, "mean", config["in_channels"])
-    header["std"] = _float_list(file, header, "std", config["in_channels"])
+    header["config"] = _validate_config(file, header.get("config"))
+    for stale in ("thresholds", "mean", "std"):  # version 1 copies of tensors; never read
+        header.pop(stale, None)
     return raw, header
 
 
@@ -272,9 +266,8 @@ def write_weights(
         path: Destination; its parent directory must exist.
         state_dict: Model tensors; keys must not start with
             [`EXTRA_PREFIX`][chexviz.models.serialization.EXTRA_PREFIX].
-        header: ``config``, ``thresholds``, ``mean`` and ``std`` (see
-            [`read_header`][chexviz.models.serialization.read_header]); the format fields are added
-            here.
+        header: ``config`` (see [`read_header`][chexviz.models.serialization.read_header]); the
+            format fields are added here.
         extra_tensors: Additional tensors, read back by
             [`read_extra`][chexviz.models.serialization.read_extra].
         extra_metadata: Additional string metadata, read back by
