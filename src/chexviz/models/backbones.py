@@ -136,7 +136,7 @@ def replace_stem_conv(module: nn.Module, path: str, in_channels: int) -> None:
 
 def _weights(name: str, pretrained: bool) -> tvm.WeightsEnum | None:
     """Torchvision's default weights of network ``name``, or None for random initialisation."""
-    return tvm.get_model_weights(name).DEFAULT if pretrained else None  # type: ignore[no-any-return]
+    return tvm.get_model_weights(name).DEFAULT if pretrained else None
 
 
 def _info(
