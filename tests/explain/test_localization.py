@@ -375,6 +375,21 @@ def test_score_localization_errors(synthetic: tuple[CheXpertDataset, pd.DataFram
         score_localization(cam, [(torch.zeros(1, 4, 4), torch.zeros(14))], boxes)  # type: ignore[arg-type]
 
 
+def test_a_transformed_dataset_is_refused_not_scored_against_unmoved_boxes(
+    synthetic: tuple[CheXpertDataset, pd.DataFrame],
+) -> None:
+    dataset, boxes = synthetic
+    flipped = CheXpertDataset(
+        dataset.image_root,
+        "valid.csv",
+        image_size=SYNTH_SIZE,
+        transform=lambda image: image.flip(-1),
+        progress=False,
+    )
+    with pytest.raises(ValueError, match="transform=None"):
+        score_localization(OracleCAM(dataset, boxes), Subset(flipped, [0, 1]), boxes)
+
+
 def test_unknown_box_labels_are_named(synthetic: tuple[CheXpertDataset, pd.DataFrame]) -> None:
     dataset, boxes = synthetic
     model = MultiLabelClassifier(

@@ -133,6 +133,8 @@ class CheXpertDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
             frontal_only: Keep only frontal views (``Frontal/Lateral == "Frontal"``; for a CSV
                 without that column, files named ``*_frontal.*``).
             transform: Applied to each image tensor ``[C, S, S]`` (for augmentation).
+                Ground-truth boxes are not carried through it, so the localisation scorers
+                refuse a dataset that has one.
             cache_dir: Folder for the preprocessed image cache; ``None`` decodes each image
                 on every access.
             labels: Label columns to use as targets, in target order.

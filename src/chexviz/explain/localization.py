@@ -355,14 +355,22 @@ def score_localization(
     Raises:
         KeyError: If ``boxes`` lacks a column.
         ValueError: If a box label is not one of the model's outputs, no box belongs to an
-            image of ``dataset``, a box is empty or outside its image, or ``classes`` or
-            ``batch_size`` is invalid.
+            image of ``dataset``, a box is empty or outside its image, ``dataset`` has a
+            ``transform``, or ``classes`` or ``batch_size`` is invalid.
     """
     if classes not in ("positives", "true"):
         raise ValueError(f"classes must be 'positives' or 'true', got {classes!r}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     base, positions = _items(dataset)
+    if getattr(base, "transform", None) is not None:
+        # A transform may move pixels (a flip, a crop) and boxes are not carried through
+        # it, so maps of transformed images would be scored against boxes in the wrong place.
+        raise ValueError(
+            "dataset has a transform: its images may no longer match the boxes, which are "
+            "not transformed with them; score localisation on a dataset built with "
+            "transform=None"
+        )
     size = int(base.image_size)
     findings = _finding_boxes(boxes, size)
 

@@ -41,6 +41,7 @@ __all__ = [
     "TrainingState",
     "capture_rng",
     "load_training_state",
+    "read_best_weights",
     "read_history",
     "restore_rng",
     "save_best",
@@ -235,6 +236,23 @@ def save_best(path: str | Path, model: MultiLabelClassifier, record: EpochRecord
         The written path.
     """
     return model.save(path, extra_metadata={BEST_KEY: json.dumps(record.to_dict())})
+
+
+def read_best_weights(path: str | Path) -> dict[str, Tensor]:
+    """Read the weights of a file written by `save_best` (to restore them after a resume).
+
+    Args:
+        path: A ``best.safetensors`` file.
+
+    Returns:
+        Its state dict, on the CPU.
+
+    Raises:
+        FileNotFoundError: If the file does not exist.
+        WeightFileError: If it is not a chexviz weight file.
+    """
+    _, weights = read_weights(path)
+    return weights
 
 
 def _read_payload(path: Path, metadata: Mapping[str, str]) -> dict[str, Any]:

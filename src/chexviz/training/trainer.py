@@ -38,7 +38,6 @@ from tqdm.auto import tqdm
 
 from chexviz._internal.datasets import unwrap_subsets
 from chexviz._internal.modules import eval_mode
-from chexviz.models.serialization import read_weights
 from chexviz.training import distributed
 from chexviz.training.checkpoint import (
     BEST_NAME,
@@ -46,6 +45,7 @@ from chexviz.training.checkpoint import (
     TrainingState,
     capture_rng,
     load_training_state,
+    read_best_weights,
     restore_rng,
     save_best,
     save_training_state,
@@ -227,7 +227,7 @@ class Trainer:
         self.progress = progress
         self.checkpoint_every = checkpoint_every
         self.history = History()
-        self._interrupted = 0.0  # set to 1.0 by the first Ctrl-C during fit
+        self._interrupted = False  # set by the first Ctrl-C during fit
 
         self.context = distributed.detect()
         if batch_size % self.context.world_size:
@@ -578,7 +578,10 @@ class Trainer:
         state.rng_tensors, state.rng_json = capture_rng()
         save_training_state(self.out_dir / LAST_NAME, self.model, state)
 
-    def _train_epoch(self, train: _SizedDataset, state: TrainingState, epoch: int) -> _EpochTotals:
+    def _epoch_loader(
+        self, train: _SizedDataset, state: TrainingState, epoch: int
+    ) -> DataLoader[Any]:
+        """The loader of one training epoch, skipping the ``state.step`` batches already done."""
         per_rank = self._per_rank_batch()
         sampler = self._sampler(train, shuffle=True)
         sampler.set_epoch(epoch)
@@ -586,13 +589,29 @@ class Trainer:
         drop_last = len(sampler) % per_rank == 1 and len(sampler) > 1
         if drop_last and epoch == 1 and state.step == 0:
             self._info("the last batch of each epoch has a single image and is skipped")
+        skipped = _SkipSampler(sampler, state.step * per_rank)
+        return self._loader(train, skipped, epoch, drop_last=drop_last)
+
+    def _train_epoch(self, train: _SizedDataset, state: TrainingState, epoch: int) -> _EpochTotals:
         start = state.step
-        loader = self._loader(
-            train, _SkipSampler(sampler, start * per_rank), epoch, drop_last=drop_last
-        )
+        loader = self._epoch_loader(train, state, epoch)
         totals = _EpochTotals(**state.partial) if start else _EpochTotals()
-        world = float(self.context.world_size)
         steps_in_epoch = start + len(loader)
+        began = time.perf_counter()
+
+        def save_partial(step: int) -> None:
+            # Every step up to ``step`` is complete, so that is what the checkpoint holds.
+            state.step = step
+            saved = _EpochTotals(**vars(totals))
+            saved.seconds += time.perf_counter() - began
+            self._checkpoint(state, saved)
+
+        def save_and_stop(error: Exception) -> NoReturn:
+            save_partial(totals.steps)
+            if totals.steps:
+                raise self._interrupt_error(epoch, totals.steps) from error
+            raise self._interrupt_error(epoch - 1, 0) from error
+
         self._network.train()
         bar = tqdm(
             total=steps_in_epoch,
@@ -602,51 +621,12 @@ class Trainer:
             disable=not self._show_progress(),
             leave=False,
         )
-        began = time.perf_counter()
-
-        def save_and_stop(error: Exception) -> NoReturn:
-            # Every step up to totals.steps is complete, so that is what the checkpoint holds.
-            state.step = totals.steps
-            saved = _EpochTotals(**vars(totals))
-            saved.seconds += time.perf_counter() - began
-            self._checkpoint(state, saved)
-            if totals.steps:
-                raise self._interrupt_error(epoch, totals.steps) from error
-            raise self._interrupt_error(epoch - 1, 0) from error
-
         with bar:
             for step, batch in enumerate(self._batches(loader, save_and_stop), start=start + 1):
                 images, targets = _split_batch(batch)
                 if targets is None:
                     raise ValueError("the train dataset yields no targets")
-                targets = targets.to(torch.float32)
-                self._check_targets(targets, epoch, step)
-                with self._autocast():
-                    logits = self._network(self._to_device(images))
-                total, count = masked_bce_sum(
-                    logits.float(),
-                    targets.to(self.device, non_blocking=True),
-                    self.loss_fn.pos_weight,
-                )
-                # Summing over processes before dividing makes the loss (and so the averaged
-                # gradient) the mean over the global batch's valid entries.
-                # The interrupt flag rides along so that every process stops at the same step.
-                stats = torch.stack([total.detach(), count, count.new_tensor(self._interrupted)])
-                if self.context.enabled:
-                    torch.distributed.all_reduce(stats)
-                global_total, global_count, stop = stats.tolist()
-                step_loss = global_total / max(global_count, 1.0)
-                if not math.isfinite(step_loss):
-                    self._raise_non_finite(step_loss, epoch, step, steps_in_epoch)
-                loss = total * world / max(global_count, 1.0)
-                self.optimizer.zero_grad(set_to_none=True)
-                if self.scaler is not None:
-                    self.scaler.scale(loss).backward()
-                    self.scaler.step(self.optimizer)
-                    self.scaler.update()
-                else:
-                    loss.backward()
-                    self.optimizer.step()
+                step_loss, stop = self._train_step(images, targets, epoch, step, steps_in_epoch)
                 totals.loss_sum += step_loss
                 totals.steps += 1
                 totals.images += int(images.shape[0]) * self.context.world_size
@@ -657,14 +637,54 @@ class Trainer:
                 # The epoch-end checkpoint follows the last step, so it is not written twice.
                 every = self.checkpoint_every
                 if stop or (every and step % every == 0 and step < steps_in_epoch):
-                    state.step = step
-                    saved = _EpochTotals(**vars(totals))
-                    saved.seconds += time.perf_counter() - began
-                    self._checkpoint(state, saved)
+                    save_partial(step)
                 if stop:
                     raise self._interrupt_error(epoch, step)
         totals.seconds += time.perf_counter() - began
         return totals
+
+    def _train_step(
+        self, images: Tensor, targets: Tensor, epoch: int, step: int, steps: int
+    ) -> tuple[float, bool]:
+        """One optimizer step: returns the global mean loss and whether any process must stop.
+
+        Raises:
+            FloatingPointError: The loss is not finite (the weights are left untouched).
+        """
+        targets = targets.to(torch.float32)
+        self._check_targets(targets, epoch, step)
+        with self._autocast():
+            logits = self._network(self._to_device(images))
+        total, count = masked_bce_sum(
+            logits.float(), targets.to(self.device, non_blocking=True), self.loss_fn.pos_weight
+        )
+        # Summing over processes before dividing makes the loss (and so the averaged gradient)
+        # the mean over the global batch's valid entries. The interrupt flag rides along so
+        # that every process stops at the same step.
+        stats = torch.stack([total.detach(), count, count.new_tensor(float(self._interrupted))])
+        if self.context.enabled:
+            torch.distributed.all_reduce(stats)
+        global_total, global_count, stop = stats.tolist()
+        step_loss = global_total / max(global_count, 1.0)
+        if not math.isfinite(step_loss):
+            self._raise_non_finite(step_loss, epoch, step, steps)
+        self._backward_step(total * float(self.context.world_size) / max(global_count, 1.0))
+        return step_loss, bool(stop)
+
+    def _backward_step(self, loss: Tensor) -> None:
+        """Backward and optimizer step, through the gradient scaler under fp16.
+
+        The one place that knows about mixed precision in the update, like ``accelerate``'s
+        ``Accelerator.backward``.
+        """
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler is None:
+            torch.autograd.backward(loss)
+            self.optimizer.step()
+            return
+        torch.autograd.backward(self.scaler.scale(loss))
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
 
     def _batches(
         self, loader: DataLoader[Any], stop: Callable[[Exception], NoReturn]
@@ -808,7 +828,7 @@ class Trainer:
         A second Ctrl-C stops at once. Signal handlers can only be set from the main thread;
         elsewhere Ctrl-C keeps its usual immediate effect.
         """
-        self._interrupted = 0.0
+        self._interrupted = False
         if threading.current_thread() is not threading.main_thread():
             yield
             return
@@ -817,7 +837,7 @@ class Trainer:
         def handler(signum: int, frame: FrameType | None) -> None:
             if self._interrupted:
                 raise KeyboardInterrupt
-            self._interrupted = 1.0
+            self._interrupted = True
             logger.warning("interrupted: stopping after this step (Ctrl-C again to stop now)")
 
         signal.signal(signal.SIGINT, handler)
@@ -827,7 +847,7 @@ class Trainer:
             signal.signal(signal.SIGINT, previous if previous is not None else signal.SIG_DFL)
 
     def _interrupt_requested(self) -> bool:
-        flag = torch.tensor(self._interrupted, device=self.device)
+        flag = torch.tensor(float(self._interrupted), device=self.device)
         if self.context.enabled:
             torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
         return bool(flag.item())
@@ -856,8 +876,7 @@ class Trainer:
 
     def _read_best(self) -> dict[str, Tensor]:
         assert self.out_dir is not None
-        _, weights = read_weights(self.out_dir / BEST_NAME)
-        return weights
+        return read_best_weights(self.out_dir / BEST_NAME)
 
     def _log_epoch(self, record: EpochRecord) -> None:
         parts = [f"train loss {record.train_loss:.4f}"]
