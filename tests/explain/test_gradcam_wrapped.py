@@ -65,9 +65,7 @@ def test_ddp_model_explained_on_one_process(tmp_path: Path) -> None:
     # in the GPU check's DDP part (tests/test_gpu_check.py).
     if dist.is_initialized():
         pytest.skip("a process group already exists in this process")
-    dist.init_process_group(
-        "gloo", init_method=(tmp_path / "store").as_uri(), rank=0, world_size=1
-    )
+    dist.init_process_group("gloo", init_method=(tmp_path / "store").as_uri(), rank=0, world_size=1)
     try:
         model = _model()
         _assert_same_explanation(DistributedDataParallel(model), model)

@@ -190,11 +190,13 @@ class _StepStats:
     A step's statistics are copied into pinned host memory by a non-blocking copy queued
     behind the step, and an event marks when they have arrived. They are read one step later:
     by then the next step is queued, so the GPU always has work while the host waits for the
-    event, which is normally long past anyway. On the CPU the values are ready at once.
+    event, which is normally long past anyway. On the CPU the values are ready at once
+    (``lag=0``).
     """
 
-    def __init__(self, device: torch.device) -> None:
+    def __init__(self, device: torch.device, lag: int) -> None:
         self._cuda = device.type == "cuda"
+        self._lag = lag
         self._pending: collections.deque[tuple[int, Tensor, Any]] = collections.deque()
 
     def push(self, step: int, stats: Tensor) -> list[tuple[int, list[float]]]:
@@ -205,9 +207,9 @@ class _StepStats:
             event = torch.cuda.Event()  # type: ignore[no-untyped-call]
             event.record()
             self._pending.append((step, host, event))
-            return self._read(keep=1)
-        self._pending.append((step, stats, None))
-        return self._read(keep=0)
+        else:
+            self._pending.append((step, stats, None))
+        return self._read(keep=self._lag)
 
     def drain(self) -> list[tuple[int, list[float]]]:
         """Read every queued step (waits for the GPU to finish them)."""
@@ -252,6 +254,24 @@ def _close(loader: DataLoader[Any]) -> None:
     shutdown = getattr(iterator, "_shutdown_workers", None)
     if shutdown is not None:
         shutdown()
+
+
+def _amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of ``amp`` on ``device`` (None: no mixed precision)."""
+    if amp not in ("auto", "bf16", "fp16", "off"):
+        raise ValueError(f"amp must be 'auto', 'bf16', 'fp16' or 'off', got {amp!r}")
+    if device.type != "cuda":
+        if amp in ("bf16", "fp16"):
+            raise ValueError(f"amp={amp!r} needs a CUDA device; use 'auto' or 'off' on CPU")
+        return None
+    # torch.cuda.is_bf16_supported() also says yes where bf16 is only emulated (before
+    # Ampere), which is slower than fp32; the compute capability tells native support.
+    native_bf16 = torch.cuda.get_device_capability(device) >= (8, 0)
+    if amp == "auto":
+        return torch.bfloat16 if native_bf16 else torch.float16
+    if amp == "bf16" and not native_bf16:
+        logger.warning("amp='bf16' on a GPU without native bf16 is emulated and slow")
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "off": None}[amp]
 
 
 def _dataset_labels(dataset: object) -> tuple[str, ...] | None:
@@ -377,7 +397,7 @@ class Trainer:
             )
         self.device = distributed.resolve_device(device, self.context)
         self._cuda = self.device.type == "cuda"
-        self.amp_dtype = self._resolve_amp(amp)
+        self.amp_dtype = _amp_dtype(amp, self.device)
         self.num_workers = self._default_workers() if num_workers is None else num_workers
         distributed.setup(self.context, self.device)
 
@@ -413,6 +433,8 @@ class Trainer:
         self._stop_flag = torch.zeros((), device=self.device)
         self._stop_flag_set = False
         self._skip = torch.zeros((), device=self.device)
+        # Steps between queuing a step and reading its statistics back (see _StepStats).
+        self._stats_lag = 1 if self._cuda else 0
 
     # ------------------------------------------------------------------ set-up helpers
     @staticmethod
@@ -448,22 +470,6 @@ class Trainer:
             raise ValueError(
                 f"threshold_metric must be 'f1', 'youden' or None, got {threshold_metric!r}"
             )
-
-    def _resolve_amp(self, amp: str) -> torch.dtype | None:
-        if amp not in ("auto", "bf16", "fp16", "off"):
-            raise ValueError(f"amp must be 'auto', 'bf16', 'fp16' or 'off', got {amp!r}")
-        if not self._cuda:
-            if amp in ("bf16", "fp16"):
-                raise ValueError(f"amp={amp!r} needs a CUDA device; use 'auto' or 'off' on CPU")
-            return None
-        # torch.cuda.is_bf16_supported() also says yes where bf16 is only emulated (before
-        # Ampere), which is slower than fp32; the compute capability tells native support.
-        native_bf16 = torch.cuda.get_device_capability(self.device) >= (8, 0)
-        if amp == "auto":
-            return torch.bfloat16 if native_bf16 else torch.float16
-        if amp == "bf16" and not native_bf16:
-            logger.warning("amp='bf16' on a GPU without native bf16 is emulated and slow")
-        return {"bf16": torch.bfloat16, "fp16": torch.float16, "off": None}[amp]
 
     def _default_workers(self) -> int:
         if not self._cuda:
@@ -817,7 +823,7 @@ class Trainer:
         batches.set_epoch(epoch, skip=start)  # skips the batches a resumed run has done
         totals = _EpochTotals(**state.partial) if start else _EpochTotals()
         steps_in_epoch = start + len(loader)
-        stats = _StepStats(self.device)
+        stats = _StepStats(self.device, self._stats_lag)
         began = time.perf_counter()
         shown = math.nan  # the latest loss read back, for the progress bar
 
