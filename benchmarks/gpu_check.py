@@ -26,7 +26,7 @@ CPU in seconds (the test suite does, so the script cannot rot); there the timing
 and the GPU-only parts (sync counting, ``compile=True``) are reported as not applicable.
 
 Usage:
-    python benchmarks/gpu_check.py [--device cuda] [--out DIR] [--report FILE.json]
+    python benchmarks/gpu_check.py [--device cuda] [--out DIR] [--report FILE.json] [--checks 25]
     python benchmarks/gpu_check.py --device cpu --toy
 """
 
@@ -637,6 +637,9 @@ def main() -> int:
     parser.add_argument("--toy", action="store_true", help="tiny sizes (the CPU test suite)")
     parser.add_argument("--out", type=Path, default=None, help="working folder (default: temp)")
     parser.add_argument("--report", type=Path, default=None, help="also write the results as JSON")
+    parser.add_argument(
+        "--checks", default="1234567", help="which checks to run, e.g. 25 (4 and 7 use 3's rates)"
+    )
     parser.add_argument("--ddp-worker", type=Path, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--image-size", type=int, default=32, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -669,6 +672,8 @@ def main() -> int:
         ("7", lambda: estimate(report, size, device)),
     ]
     for number, check in checks:
+        if number not in args.checks:
+            continue
         try:
             check()
         except Exception as error:  # one broken check must not hide the others' results
