@@ -292,17 +292,20 @@ def _run_train(args: argparse.Namespace) -> None:
         progress=args.progress,
     )
     history = trainer.fit(train, val, resume=args.resume)
-    history.to_csv(args.out / "history.csv")
-    history.to_json(args.out / "history.json")
-    model.save(args.out / "model.safetensors")
-    print(f"model: {args.out / 'model.safetensors'}")
+    main = trainer.context.is_main  # under torchrun only rank 0 writes and prints
+    if main:
+        history.to_csv(args.out / "history.csv")
+        history.to_json(args.out / "history.json")
+        model.save(args.out / "model.safetensors")
+        print(f"model: {args.out / 'model.safetensors'}")
     try:
         valid = dataset("valid.csv")
     except FileNotFoundError:
         return
-    metrics = trainer.evaluate(valid)
-    metrics.to_frame().to_csv(args.out / "metrics.csv")
-    print(metrics.to_frame().to_string(float_format="%.3f"))
+    metrics = trainer.evaluate(valid)  # collective: every rank evaluates
+    if main:
+        metrics.to_frame().to_csv(args.out / "metrics.csv")
+        print(metrics.to_frame().to_string(float_format="%.3f"))
 
 
 def _run_evaluate(args: argparse.Namespace) -> None:

@@ -246,3 +246,13 @@ def test_default_cache_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> N
     assert default_cache_dir() == tmp_path / "chexviz" / "images"
     monkeypatch.setenv("CHEXVIZ_CACHE", str(tmp_path / "mine"))
     assert default_cache_dir() == tmp_path / "mine"
+
+
+def test_a_link_planted_as_the_lock_is_not_followed(tmp_path: Path) -> None:
+    stem = f"chexviz-{SIZE}px-{'p' * 24}"
+    target = tmp_path / "elsewhere"
+    target.write_bytes(b"keep me")
+    (tmp_path / f".{stem}.lock").symlink_to(target)
+    with pytest.raises(OSError, match="lock"):
+        open_or_build_cache(tmp_path, "p" * 64, 5, SIZE, Loader(), progress=False)
+    assert target.read_bytes() == b"keep me"
