@@ -286,3 +286,13 @@ def test_bf16_on_an_old_gpu_warns(monkeypatch, caplog):
     with caplog.at_level(logging.WARNING, logger="chexviz.training.trainer"):
         assert trainer_module._amp_dtype("bf16", torch.device("cuda", 0)) == torch.bfloat16
     assert "emulated" in caplog.text
+
+
+@pytest.mark.parametrize("name", ["adam", "adamw", "sgd"])
+def test_named_optimizers_are_fused_on_cuda_only(name):
+    trainer = _trainer(optimizer=name)
+    assert not trainer.optimizer.defaults.get("fused")
+    trainer._cuda = True  # what __init__ sets on a GPU; torch's fused kernels also run on CPU
+    optimizer = trainer._build_optimizer(name, 0.0)
+    assert optimizer.defaults["fused"] is True
+    assert getattr(optimizer, "_step_supports_amp_scaling", False)  # takes found_inf

@@ -502,14 +502,14 @@ class Trainer:
             return optimizer(params)
         # Fused kernels on CUDA: one launch per step for all parameters, and a device-side
         # skip of non-finite steps (see _backward_step). CPU keeps torch's default kernels.
-        fused = True if self._cuda else None
+        fused: dict[str, Any] = {"fused": True} if self._cuda else {}
         if optimizer == "adam":
-            return torch.optim.Adam(params, lr=self.lr, weight_decay=weight_decay, fused=fused)
+            return torch.optim.Adam(params, lr=self.lr, weight_decay=weight_decay, **fused)
         if optimizer == "adamw":
-            return torch.optim.AdamW(params, lr=self.lr, weight_decay=weight_decay, fused=fused)
+            return torch.optim.AdamW(params, lr=self.lr, weight_decay=weight_decay, **fused)
         if optimizer == "sgd":
             return torch.optim.SGD(
-                params, lr=self.lr, momentum=0.9, weight_decay=weight_decay, fused=fused
+                params, lr=self.lr, momentum=0.9, weight_decay=weight_decay, **fused
             )
         raise ValueError(
             f"optimizer must be one of {', '.join(_OPTIMIZERS)} or a callable, got {optimizer!r}"
