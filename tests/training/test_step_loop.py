@@ -21,6 +21,7 @@ from torch.utils.data import Dataset, TensorDataset
 from chexviz.models.classifier import MultiLabelClassifier
 from chexviz.training import trainer as trainer_module
 from chexviz.training.checkpoint import LAST_NAME, restore_optimizer
+from chexviz.training.distributed import DistributedContext
 from chexviz.training.trainer import Trainer
 
 LABELS = ("a", "b", "c")
@@ -252,10 +253,23 @@ def test_compiled_training_drops_the_short_last_batch(caplog):
     assert len(trainer._train_loader(_data(20, 3))) == 3
 
 
-def test_sync_bn_is_ignored_without_several_gpu_processes(caplog):
+def test_sync_bn_converts_only_for_several_gpu_processes(caplog):
     model = _model()
-    _trainer(model=model, sync_bn=True)  # one process: nothing to synchronise
+    trainer = _trainer(model=model, sync_bn=True)  # one process: nothing to synchronise
     assert not any(isinstance(m, torch.nn.SyncBatchNorm) for m in model.modules())
+    trainer.context = DistributedContext(rank=0, world_size=2, local_rank=0, local_world_size=2)
+    with caplog.at_level(logging.WARNING, logger="chexviz.training.trainer"):
+        trainer._convert_sync_bn()
+    assert "sync_bn=True is ignored on CPU" in caplog.text
+    trainer._cuda = True  # as on GPUs under torchrun (conversion itself needs no GPU)
+    parameters = list(model.parameters())
+    trainer._convert_sync_bn()
+    converted = [m for m in model.modules() if isinstance(m, torch.nn.SyncBatchNorm)]
+    assert len(converted) == sum(1 for k in model.state_dict() if k.endswith("running_mean"))
+    assert converted
+    # The same parameter objects: the optimizer built before still updates the model.
+    assert all(a is b for a, b in zip(parameters, model.parameters(), strict=True))
+    assert model.target_layer is model.get_submodule(model.target_layer_name)
 
 
 def test_workers_default_to_zero_on_cpu():
