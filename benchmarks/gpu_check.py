@@ -565,6 +565,7 @@ def check_compile(report: Report, size: Size, device: torch.device) -> None:
     stable = graphs is None or _graph_count() == graphs
     images = torch.rand(2, 1, size.image, size.image)
     eager = MultiLabelClassifier(name, image_size=size.image).to(device).eval()
+    eager.to(memory_format=torch.channels_last)  # the layout the trained model has
     eager.load_state_dict(model.state_dict())
     # trainer._network is the compiled module the Trainer trains through.
     same = _same_maps(GradCAM(trainer._network), GradCAM(eager), images)
@@ -581,7 +582,9 @@ def _same_maps(wrapped: GradCAM, plain: GradCAM, images: torch.Tensor) -> bool:
     first = wrapped.explain(images, classes=[0, 1])
     second = plain.explain(images, classes=[0, 1])
     return all(
-        torch.allclose(first.heatmaps[b][k], second.heatmaps[b][k], atol=1e-5)
+        # Equal up to kernel rounding; a model explained through the wrapper would fail or
+        # give other maps altogether.
+        torch.allclose(first.heatmaps[b][k], second.heatmaps[b][k], atol=1e-4)
         for b in range(len(images))
         for k in second.heatmaps[b]
     )
