@@ -9,7 +9,7 @@ export OMP_WAIT_POLICY ?= PASSIVE
 # mkdocs-material prints a banner about MkDocs 2 on every build.
 export NO_MKDOCS_2_WARNING ?= 1
 
-.PHONY: demo test bench clean
+.PHONY: demo test bench gpu-check clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,5 +32,9 @@ bench: $(STAMP)
 	$(PY) -m pip install --quiet -e ".[bench]"
 	for b in benchmarks/bench_*.py; do $(PY) $$b || exit 1; done
 
+# The GPU path end to end on one CUDA GPU (benchmarks/gpu_check.py; at most 8 minutes).
+gpu-check: $(STAMP)
+	$(PY) benchmarks/gpu_check.py --device cuda --report gpu-check.json
+
 clean:
-	rm -rf $(VENV) site demo-out .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf $(VENV) site demo-out gpu-check.json .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -35,7 +35,13 @@ def measure(name: str, data: TensorDataset, amp: str, compile: bool) -> tuple[fl
     torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats()
     trainer = Trainer(
-        model, epochs=2, amp=amp, compile=compile, progress=False, threshold_metric=None
+        model,
+        epochs=2,
+        amp=amp,
+        compile=compile,
+        progress=False,
+        threshold_metric=None,
+        num_workers=0,  # the data are tensors in memory: workers would only add copies
     )
     history = trainer.fit(data)
     peak_gib = torch.cuda.max_memory_allocated() / 2**30

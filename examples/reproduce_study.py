@@ -14,13 +14,18 @@ Synthetic data at toy size (what CI runs):
 
     python examples/reproduce_study.py --synthetic --train 60 --val 15 --test 30 \
         --epochs 1 --image-size 80 --out study-out
+
+Several GPUs (or CPU processes) with torchrun; rank 0 generates the synthetic data and builds
+the image cache while the others wait, every rank trains, and rank 0 writes the outputs:
+
+    torchrun --nproc_per_node=4 examples/reproduce_study.py --data /data/chexpert --sync-bn
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +42,8 @@ from chexviz import (
     save_study_figure,
     split_by_patient,
 )
+from chexviz.data.cache import default_cache_dir
+from chexviz.training import distributed
 
 STUDY_MODELS = ("densenet121", "mobilenet_v2", "inception_v3", "vgg16")
 PUBLISHED_ACCURACY = {
@@ -65,28 +72,48 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=2e-4)
-    parser.add_argument("--workers", type=int, default=4)
-    parser.add_argument("--cache-dir", type=Path, default=None)
+    parser.add_argument(
+        "--workers", type=int, default=None, help="default: 0 on CPU, on CUDA CPUs per process - 1"
+    )
+    parser.add_argument(
+        "--cache-dir", type=Path, default=None, help="default on CUDA: ~/.cache/chexviz/images"
+    )
+    parser.add_argument("--no-cache", dest="cache", action="store_false")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm under torchrun")
     parser.add_argument("--seed", type=int, default=0)
     return parser.parse_args()
 
 
 def main() -> None:
+    started = time.perf_counter()
     args = parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    args.out.mkdir(parents=True, exist_ok=True)
-    if args.synthetic:
-        patients = (args.train + args.val + args.test) // 2 + 10
-        root = make_synthetic_chexpert(Path(tempfile.mkdtemp()), n_patients=patients)
-    else:
-        root = args.data
-    data = CheXpertDataset(
-        root,
-        "train.csv",
-        image_size=args.image_size,
-        uncertainty=args.uncertainty,
-        cache_dir=args.cache_dir,
+    # Under torchrun: join the process group now, so that rank 0 can prepare the data while
+    # the others wait (the Trainer reuses the group).
+    context = distributed.detect()
+    device = distributed.resolve_device(args.device, context)
+    distributed.setup(context, device)
+    logging.basicConfig(
+        level=logging.INFO if context.is_main else logging.WARNING,
+        format="%(asctime)s %(name)s: %(message)s",
     )
+    cache_dir = args.cache_dir
+    if cache_dir is None and args.cache and device.type == "cuda":
+        cache_dir = default_cache_dir()  # lazy JPEG decoding cannot keep a GPU busy
+    with distributed.main_process_first(context):
+        args.out.mkdir(parents=True, exist_ok=True)
+        if args.synthetic:
+            patients = (args.train + args.val + args.test) // 2 + 10
+            root = make_synthetic_chexpert(args.out / "synthetic-data", n_patients=patients)
+        else:
+            root = args.data
+        data = CheXpertDataset(
+            root,
+            "train.csv",
+            image_size=args.image_size,
+            uncertainty=args.uncertainty,
+            cache_dir=cache_dir if args.cache else None,
+        )
     train, val, test = split_by_patient(data, (args.train, args.val, args.test), seed=args.seed)
     test_targets = data.targets[np.asarray(test.indices)]
 
@@ -107,9 +134,13 @@ def main() -> None:
             num_workers=args.workers,
             out_dir=args.out / run,
             seed=args.seed,
+            device=device,
+            sync_bn=args.sync_bn,
         )
         trainer.fit(train, val)
-        probs = trainer.predict(test)
+        probs = trainer.predict(test)  # every rank gets all test predictions
+        if not context.is_main:
+            continue
         study = compute_metrics(probs, test_targets, STUDY_THRESHOLD, data.labels)
         tuned = compute_metrics(probs, test_targets, model.thresholds.numpy(), data.labels)
         rows.append(
@@ -129,6 +160,8 @@ def main() -> None:
         models[run] = model
         model.save(args.out / f"{run}.safetensors")
 
+    if not context.is_main:
+        return
     table = pd.DataFrame(rows).set_index("model")
     table.to_csv(args.out / "comparison.csv")
     print(table.iloc[:, :5].to_string(float_format="%.3f"))
@@ -138,7 +171,7 @@ def main() -> None:
     image = test[int(np.argmax(test_targets.sum(axis=1)))][0]
     explanation = GradCAM(models[best]).explain(image)
     save_study_figure(explanation, args.out / f"gradcam_{best}.png")
-    print(f"outputs in {args.out}")
+    print(f"outputs in {args.out}; wall time {time.perf_counter() - started:.0f} s")
 
 
 def plot_comparison(table: pd.DataFrame, path: Path) -> None:

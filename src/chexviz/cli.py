@@ -134,8 +134,22 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--val-fraction", type=float, default=0.1, help="share of patients for validation"
     )
-    train.add_argument("--cache-dir", type=Path, default=None, help="preprocessed image cache")
-    train.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
+    train.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=None,
+        help="preprocessed image cache (on CUDA by default $XDG_CACHE_HOME/chexviz/images)",
+    )
+    train.add_argument(
+        "--no-cache", dest="cache", action="store_false", help="decode every image on each read"
+    )
+    train.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="DataLoader worker processes (default: 0 on CPU; on CUDA the CPUs per process "
+        "less one, at most 8)",
+    )
     train.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     train.add_argument("--resume", action="store_true", help="continue from --out/last")
     train.add_argument("--seed", type=int, default=0, help="seed of the split and training")
@@ -229,10 +243,19 @@ def _run_demo(args: argparse.Namespace) -> None:
 
 
 def _run_train(args: argparse.Namespace) -> None:
+    from chexviz.data.cache import default_cache_dir
     from chexviz.data.dataset import CheXpertDataset
     from chexviz.data.splits import split_by_patient
     from chexviz.models.classifier import MultiLabelClassifier
+    from chexviz.training.distributed import resolve_device
     from chexviz.training.trainer import Trainer
+
+    device = resolve_device(args.device)
+    if not args.cache:
+        args.cache_dir = None
+    elif args.cache_dir is None and device.type == "cuda":
+        # Decoding JPEGs on every read cannot keep a GPU busy; the memory-mapped cache can.
+        args.cache_dir = default_cache_dir()
 
     def dataset(csv: str) -> CheXpertDataset:
         return CheXpertDataset(
@@ -262,24 +285,27 @@ def _run_train(args: argparse.Namespace) -> None:
         lr=args.lr,
         batch_size=args.batch_size,
         epochs=args.epochs,
-        device=args.device,
+        device=device,
         num_workers=args.workers,
         out_dir=args.out,
         seed=args.seed,
         progress=args.progress,
     )
     history = trainer.fit(train, val, resume=args.resume)
-    history.to_csv(args.out / "history.csv")
-    history.to_json(args.out / "history.json")
-    model.save(args.out / "model.safetensors")
-    print(f"model: {args.out / 'model.safetensors'}")
+    main = trainer.context.is_main  # under torchrun only rank 0 writes and prints
+    if main:
+        history.to_csv(args.out / "history.csv")
+        history.to_json(args.out / "history.json")
+        model.save(args.out / "model.safetensors")
+        print(f"model: {args.out / 'model.safetensors'}")
     try:
         valid = dataset("valid.csv")
     except FileNotFoundError:
         return
-    metrics = trainer.evaluate(valid)
-    metrics.to_frame().to_csv(args.out / "metrics.csv")
-    print(metrics.to_frame().to_string(float_format="%.3f"))
+    metrics = trainer.evaluate(valid)  # collective: every rank evaluates
+    if main:
+        metrics.to_frame().to_csv(args.out / "metrics.csv")
+        print(metrics.to_frame().to_string(float_format="%.3f"))
 
 
 def _run_evaluate(args: argparse.Namespace) -> None:

@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 import tracemalloc
 from pathlib import Path
 
@@ -11,7 +12,13 @@ import numpy.typing as npt
 import pandas as pd
 import pytest
 
-from chexviz.data.cache import ImageCache, cache_key, default_workers, open_or_build_cache
+from chexviz.data.cache import (
+    ImageCache,
+    cache_key,
+    default_cache_dir,
+    default_workers,
+    open_or_build_cache,
+)
 from chexviz.data.images import ImageDecodeError
 
 SIZE = 8
@@ -179,3 +186,73 @@ def test_key_changes_when_the_csv_is_rewritten_in_place(tmp_path: Path) -> None:
     assert key == cache_key(rows, image_size=64, image_root=tmp_path, csv_path=csv)
     os.utime(csv, ns=(csv.stat().st_atime_ns, csv.stat().st_mtime_ns + 1_000_000))
     assert key != cache_key(rows, image_size=64, image_root=tmp_path, csv_path=csv)
+
+
+def test_concurrent_builders_decode_once(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # Two builders of one missing cache (two ranks of a torchrun job): the second waits for the
+    # first's lock and opens its cache instead of decoding every image again.
+    started = threading.Event()
+    release = threading.Event()
+
+    class Slow(Loader):
+        def __call__(self, slot: int) -> npt.NDArray[np.uint8]:
+            started.set()
+            release.wait(timeout=30)
+            return super().__call__(slot)
+
+    first, second = Slow(), Loader()
+    results: dict[str, ImageCache] = {}
+
+    def build(name: str, loader: Loader) -> None:
+        results[name] = open_or_build_cache(
+            tmp_path, "l" * 64, 40, SIZE, loader, workers=2, progress=False
+        )
+
+    caplog.set_level("INFO", logger="chexviz.data.cache")
+    one = threading.Thread(target=build, args=("first", first))
+    one.start()
+    assert started.wait(timeout=30)
+    two = threading.Thread(target=build, args=("second", second))
+    two.start()
+    deadline = 300
+    while "waiting for another process" not in caplog.text and deadline:
+        time.sleep(0.01)
+        deadline -= 1
+    release.set()
+    one.join(timeout=60)
+    two.join(timeout=60)
+    assert "waiting for another process to build the image cache" in caplog.text
+    assert (first.calls, second.calls) == (40, 0)
+    assert results["first"] == results["second"]
+    np.testing.assert_array_equal(results["second"].open()[:, 0, 0], np.arange(40))
+    # The lock file is gone with the build; only the cache's two files remain.
+    assert _files(tmp_path) == sorted(
+        [results["first"].path.name, results["first"].path.with_suffix(".json").name]
+    )
+
+
+def test_a_lock_left_by_a_killed_builder_does_not_block(tmp_path: Path) -> None:
+    stem = f"chexviz-{SIZE}px-{'n' * 24}"
+    (tmp_path / f".{stem}.lock").write_bytes(b"")  # its holder died; the kernel dropped the lock
+    loader = Loader()
+    open_or_build_cache(tmp_path, "n" * 64, 5, SIZE, loader, progress=False)
+    assert loader.calls == 5
+    assert not (tmp_path / f".{stem}.lock").exists()
+
+
+def test_default_cache_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("CHEXVIZ_CACHE", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert default_cache_dir() == tmp_path / "chexviz" / "images"
+    monkeypatch.setenv("CHEXVIZ_CACHE", str(tmp_path / "mine"))
+    assert default_cache_dir() == tmp_path / "mine"
+
+
+def test_a_link_planted_as_the_lock_is_not_followed(tmp_path: Path) -> None:
+    stem = f"chexviz-{SIZE}px-{'p' * 24}"
+    target = tmp_path / "elsewhere"
+    target.write_bytes(b"keep me")
+    (tmp_path / f".{stem}.lock").symlink_to(target)
+    with pytest.raises(OSError, match="lock"):
+        open_or_build_cache(tmp_path, "p" * 64, 5, SIZE, Loader(), progress=False)
+    assert target.read_bytes() == b"keep me"

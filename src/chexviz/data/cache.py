@@ -13,17 +13,25 @@ Files are written atomically: the pixels go to a temporary file that is renamed 
 when complete, and the JSON metadata, renamed last, marks the cache as trusted. An interrupted
 build removes its temporary file; a process killed outright can leave a hidden
 ``.chexviz-*.tmp`` file behind, which is never opened and may be deleted.
+
+Processes that need the same missing cache at the same time (the ranks of a ``torchrun`` job,
+two runs sharing a cache folder) build it once: the first takes an exclusive lock on a hidden
+``.<cache>.lock`` file next to it, the others wait for the lock and then open the finished
+cache. The lock is a POSIX ``flock``, which the kernel releases when its holder dies, so a
+killed build never blocks the next one; on platforms without ``flock`` (Windows) builds are not
+serialised, but the atomic renames still keep every file whole.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -44,6 +52,7 @@ __all__ = [
     "LOAD_ERRORS",
     "ImageCache",
     "cache_key",
+    "default_cache_dir",
     "default_workers",
     "open_or_build_cache",
 ]
@@ -128,6 +137,19 @@ def cache_key(
     return digest.hexdigest()
 
 
+def default_cache_dir() -> Path:
+    """The image cache folder used when a GPU run asks for a cache without naming a folder.
+
+    Returns:
+        ``$CHEXVIZ_CACHE`` if set, else ``$XDG_CACHE_HOME/chexviz/images``
+        (``~/.cache/chexviz/images``).
+    """
+    if os.environ.get("CHEXVIZ_CACHE"):
+        return Path(os.environ["CHEXVIZ_CACHE"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "chexviz" / "images"
+
+
 def default_workers() -> int:
     """Returns the number of decoding threads used when none is given.
 
@@ -186,10 +208,75 @@ def open_or_build_cache(
     folder.mkdir(parents=True, exist_ok=True)
     stem = f"chexviz-{image_size}px-{key[:24]}"
     data_path, meta_path = folder / f"{stem}.npy", folder / f"{stem}.json"
-    cache = _open_existing(data_path, meta_path, key, count, image_size)
-    if cache is not None:
-        logger.info("using image cache %s (%d images)", data_path, count)
-        return cache
+    # The first look takes no lock (a finished cache may sit on read-only storage); a damaged
+    # cache is reported by the second one.
+    cache = _open_existing(data_path, meta_path, key, count, image_size, report=False)
+    if cache is None:
+        with _exclusive(folder / f".{stem}.lock", data_path):
+            # Another process may have built it while this one waited for the lock.
+            cache = _open_existing(data_path, meta_path, key, count, image_size)
+            if cache is None:
+                return _build(
+                    data_path,
+                    meta_path,
+                    key,
+                    count,
+                    image_size,
+                    loader,
+                    on_error,
+                    workers,
+                    progress,
+                    description,
+                )
+    logger.info("using image cache %s (%d images)", data_path, count)
+    return cache
+
+
+@contextlib.contextmanager
+def _exclusive(lock_path: Path, data_path: Path) -> Iterator[None]:
+    """Holds an exclusive lock on ``lock_path`` (see the module notes); removes it on exit."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no flock; the atomic renames keep the files whole
+        yield
+        return
+    flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
+    while True:
+        descriptor = os.open(lock_path, flags, 0o666)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            logger.info("waiting for another process to build the image cache %s", data_path)
+            fcntl.flock(descriptor, fcntl.LOCK_EX)
+        # The holder before us removed the file it locked; a lock on a removed file protects
+        # nothing, so lock whatever file now has the name instead.
+        try:
+            current = os.stat(lock_path, follow_symlinks=False).st_ino
+        except FileNotFoundError:
+            current = None
+        if current == os.fstat(descriptor).st_ino:
+            break
+        os.close(descriptor)
+    try:
+        yield
+    finally:
+        # Removed while still locked, so no one can lock this file and think it holds the lock.
+        lock_path.unlink(missing_ok=True)
+        os.close(descriptor)
+
+
+def _build(
+    data_path: Path,
+    meta_path: Path,
+    key: str,
+    count: int,
+    image_size: int,
+    loader: Callable[[int], npt.NDArray[np.uint8]],
+    on_error: Literal["raise", "skip"],
+    workers: int | None,
+    progress: bool,
+    description: str,
+) -> ImageCache:
     logger.info(
         "building image cache %s: %d images of %dx%d%s",
         data_path,
@@ -223,8 +310,9 @@ def open_or_build_cache(
 
 
 def _open_existing(
-    data_path: Path, meta_path: Path, key: str, count: int, image_size: int
+    data_path: Path, meta_path: Path, key: str, count: int, image_size: int, report: bool = True
 ) -> ImageCache | None:
+    warn = logger.warning if report else logger.debug
     if not (data_path.is_file() and meta_path.is_file()):
         return None
     try:
@@ -235,16 +323,16 @@ def _open_existing(
             or meta.get("count") != count
             or meta.get("image_size") != image_size
         ):
-            logger.warning("image cache %s does not match its metadata; rebuilding", data_path)
+            warn("image cache %s does not match its metadata; rebuilding", data_path)
             return None
         failures = {int(slot): str(message) for slot, message in meta["failures"].items()}
         cache = ImageCache(data_path, key, count, image_size, failures)
         images = cache.open()
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
-        logger.warning("image cache %s is unreadable (%s); rebuilding", data_path, error)
+        warn("image cache %s is unreadable (%s); rebuilding", data_path, error)
         return None
     if images.shape != (count, image_size, image_size) or images.dtype != np.uint8:
-        logger.warning("image cache %s has the wrong shape; rebuilding", data_path)
+        warn("image cache %s has the wrong shape; rebuilding", data_path)
         return None
     return cache
 

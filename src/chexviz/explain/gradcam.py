@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from PIL import Image
 from torch import nn
+from torch.nn.parallel import DataParallel, DistributedDataParallel
 
 from chexviz._internal.modules import device_dtype, eval_mode
 from chexviz.data.images import load_image, to_tensor
@@ -129,9 +130,16 @@ class GradCAM:
     Not thread-safe for a given model: two explainers running at the same time on one model
     would see each other's hooks.
 
+    **Wrapped models.** A model wrapped by ``torch.compile``, ``DistributedDataParallel`` or
+    ``DataParallel`` is unwrapped (``._orig_mod``, ``.module``) and the module inside is
+    explained, eagerly and on this process alone: a compiled graph may have been captured
+    without the explainer's hooks, a DDP forward pass broadcasts buffers to the other processes
+    (which are not explaining, so it would wait for ever), and neither wrapper carries the
+    classifier's labels, thresholds and target layer.
+
     Args:
         model: A chexviz classifier, or any ``nn.Module`` mapping ``[B, C, H, W]`` images to
-            logits ``[B, K]``.
+            logits ``[B, K]``, possibly wrapped (see above).
         target_layer: The layer to explain at: a submodule or its dotted name; a sequence of
             them to fuse several layers; ``None`` to choose automatically (see above).
         method: One of [`METHODS`][chexviz.explain.gradcam.METHODS].
@@ -158,6 +166,7 @@ class GradCAM:
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         if method not in METHODS:
             raise ValueError(f"unknown method {method!r}; choose one of {list(METHODS)}")
+        model = _unwrap(model)
         self._model = model
         self._method: CamMethod = method
         self._labels = _model_labels(model)
@@ -167,7 +176,7 @@ class GradCAM:
 
     @property
     def model(self) -> nn.Module:
-        """The explained model."""
+        """The explained model (the module inside a compiled or data-parallel wrapper)."""
         return self._model
 
     @property
@@ -492,11 +501,13 @@ class GradCAM:
     ) -> torch.Tensor:
         """Raw maps ``[J, B, h, w]``: slot ``j`` of image ``b`` explains ``wanted[b][j]``."""
         slots = max(len(row) for row in wanted)
-        rows = torch.zeros((slots, *logits.shape), dtype=logits.dtype, device=logits.device)
+        # Built on the host and copied once: writing the ones into a GPU tensor would launch a
+        # kernel per (image, class).
+        rows = torch.zeros((slots, *logits.shape), dtype=logits.dtype)
         for b, row in enumerate(wanted):
             for j, k in enumerate(row):
                 rows[j, b, k] = 1.0
-        grads = _batched_grads(logits, activations, rows)
+        grads = _batched_grads(logits, activations, rows.to(logits.device))
         for (name, _), grad in zip(self._layers, grads, strict=True):
             if grad is None:
                 raise ValueError(f"target layer {name!r} does not influence the model's output")
@@ -705,6 +716,19 @@ def _check_threshold(threshold: float | None) -> float | None:
     if not 0.0 <= threshold <= 1.0:
         raise ValueError(f"threshold must lie in [0, 1], got {threshold}")
     return float(threshold)
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    """The module inside ``torch.compile`` and (Distributed)DataParallel wrappers."""
+    while True:
+        # torch.compile returns an OptimizedModule that keeps the original as ``_orig_mod``.
+        inner = getattr(model, "_orig_mod", None)
+        if isinstance(inner, nn.Module):
+            model = inner
+        elif isinstance(model, DistributedDataParallel | DataParallel):
+            model = model.module
+        else:
+            return model
 
 
 def _model_labels(model: nn.Module) -> tuple[str, ...] | None:

@@ -5,10 +5,16 @@ A checkpoint is a regular model file written by
 ``MultiLabelClassifier.load`` opens it. The training state rides along as extras:
 
 * extra tensors: the optimizer's per-parameter tensors (``optim/<index>/<name>``) and the torch
-  random generator states as ``uint8`` tensors (``rng/torch``, ``rng/cuda/<device>``);
+  random generator states as ``uint8`` tensors (``rng/torch``, ``rng/cuda/<device>``; in a
+  multi-process run also ``rng/rank<r>/torch`` and ``rng/rank<r>/cuda/<device>`` for every
+  rank ``r > 0``);
 * extra metadata ``training_state``: JSON with the epoch and step reached, the optimizer's
   parameter groups and scalar state, the LR scheduler and gradient scaler states, the NumPy and
-  Python generator states, the history so far and the early-stopping bookkeeping.
+  Python generator states (other ranks' under ``"ranks"``), the history so far and the
+  early-stopping bookkeeping.
+
+Each process of a multi-process run draws its own random numbers (dropout masks,
+augmentations), so each rank's generators are saved and each rank gets its own back on resume.
 
 Writing goes through a temporary file and ``os.replace``, so a crash or ``kill -9`` leaves either
 the previous checkpoint or the new one, never a torn file.
@@ -18,7 +24,7 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -40,9 +46,11 @@ __all__ = [
     "STATE_KEY",
     "TrainingState",
     "capture_rng",
+    "combine_rng",
     "load_training_state",
     "read_best_weights",
     "read_history",
+    "restore_optimizer",
     "restore_rng",
     "save_best",
     "save_training_state",
@@ -58,8 +66,10 @@ BEST_KEY = "best_epoch"
 """Extra-metadata key of ``best`` files: JSON of that epoch's record."""
 
 _OPTIM_PREFIX = "optim/"
-_TORCH_RNG = "rng/torch"
-_CUDA_RNG_PREFIX = "rng/cuda/"
+_RNG_PREFIX = "rng/"
+_TORCH_RNG = "torch"
+_CUDA_RNG_PREFIX = "cuda/"
+_RANKS_KEY = "ranks"
 
 
 @dataclass
@@ -79,9 +89,9 @@ class TrainingState:
             ``seconds``) when ``step > 0``.
         settings: Trainer settings that must match for an exact continuation.
         rng_tensors: Torch generator states (from
-            [`capture_rng`][chexviz.training.checkpoint.capture_rng]).
-        rng_json: NumPy and Python generator states (from
-            [`capture_rng`][chexviz.training.checkpoint.capture_rng]).
+            [`capture_rng`][chexviz.training.checkpoint.capture_rng], or every rank's from
+            [`combine_rng`][chexviz.training.checkpoint.combine_rng]).
+        rng_json: NumPy and Python generator states (likewise).
     """
 
     epoch: int
@@ -98,18 +108,23 @@ class TrainingState:
     rng_json: dict[str, Any] = field(default_factory=dict)
 
 
+def _rank_prefix(rank: int) -> str:
+    # Rank 0 keeps the keys of a one-process checkpoint, so both read the same way.
+    return _RNG_PREFIX if rank == 0 else f"{_RNG_PREFIX}rank{rank}/"
+
+
 def capture_rng() -> tuple[dict[str, Tensor], dict[str, Any]]:
-    """Snapshot the torch, CUDA, NumPy and Python random generators.
+    """Snapshot this process's torch, CUDA, NumPy and Python random generators.
 
     Returns:
         ``(tensors, json_state)``: torch states as ``uint8`` tensors and the NumPy / Python
         states as JSON-serialisable lists.
     """
-    tensors = {_TORCH_RNG: torch.get_rng_state()}
+    tensors = {_RNG_PREFIX + _TORCH_RNG: torch.get_rng_state()}
     # Only an initialised CUDA context has states worth saving; querying would create one.
     if torch.cuda.is_available() and torch.cuda.is_initialized():  # type: ignore[no-untyped-call]
         for index, state in enumerate(torch.cuda.get_rng_state_all()):
-            tensors[f"{_CUDA_RNG_PREFIX}{index}"] = state
+            tensors[f"{_RNG_PREFIX}{_CUDA_RNG_PREFIX}{index}"] = state
     numpy_state = np.random.get_state(legacy=True)  # noqa: NPY002 (user code's generator)
     assert isinstance(numpy_state, tuple)  # legacy=True always gives the tuple form
     name, keys, pos, has_gauss, cached = numpy_state
@@ -121,29 +136,94 @@ def capture_rng() -> tuple[dict[str, Tensor], dict[str, Any]]:
     return tensors, json_state
 
 
-def restore_rng(tensors: Mapping[str, Tensor], json_state: Mapping[str, Any]) -> None:
-    """Restore generator states captured by `capture_rng`.
+def combine_rng(
+    per_rank: Sequence[tuple[Mapping[str, Tensor], Mapping[str, Any]]],
+) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """Put the `capture_rng` snapshots of every rank of a run into one checkpoint's fields.
+
+    Rank 0's states keep the keys of a one-process checkpoint; rank ``r``'s tensors go under
+    ``rng/rank<r>/`` and its JSON states under ``"ranks"``.
+
+    Args:
+        per_rank: One ``capture_rng()`` result per rank, in rank order.
+
+    Returns:
+        ``(tensors, json_state)`` for [`TrainingState`][chexviz.training.checkpoint.TrainingState].
+    """
+    tensors: dict[str, Tensor] = {}
+    json_state: dict[str, Any] = {}
+    for rank, (rank_tensors, rank_json) in enumerate(per_rank):
+        for key, value in rank_tensors.items():
+            tensors[_rank_prefix(rank) + key[len(_RNG_PREFIX) :]] = value
+        if rank == 0:
+            json_state.update(rank_json)
+        else:
+            json_state.setdefault(_RANKS_KEY, {})[str(rank)] = dict(rank_json)
+    return tensors, json_state
+
+
+def restore_rng(
+    tensors: Mapping[str, Tensor], json_state: Mapping[str, Any], *, rank: int = 0
+) -> bool:
+    """Restore the generator states of one rank, as captured by `capture_rng`.
 
     CUDA states are restored for the devices present in both the snapshot and this machine.
 
     Args:
-        tensors: The torch states.
-        json_state: The NumPy and Python states.
+        tensors: The torch states (of one rank, or combined by `combine_rng`).
+        json_state: The NumPy and Python states (likewise).
+        rank: Whose states to restore.
+
+    Returns:
+        False (and nothing restored) when the checkpoint has no states for ``rank``: it was
+        written by a run with fewer processes.
     """
-    torch.set_rng_state(tensors[_TORCH_RNG].cpu())
+    prefix = _rank_prefix(rank)
+    rank_json = json_state if rank == 0 else json_state.get(_RANKS_KEY, {}).get(str(rank))
+    if prefix + _TORCH_RNG not in tensors or rank_json is None:
+        return False
+    torch.set_rng_state(tensors[prefix + _TORCH_RNG].cpu())
+    cuda_prefix = prefix + _CUDA_RNG_PREFIX
     cuda = sorted(
-        (int(k[len(_CUDA_RNG_PREFIX) :]), v)
+        (int(k[len(cuda_prefix) :]), v)
         for k, v in tensors.items()
-        if k.startswith(_CUDA_RNG_PREFIX)
+        if k.startswith(cuda_prefix) and k[len(cuda_prefix) :].isdigit()
     )
     if cuda and torch.cuda.is_available():
         for index, state in cuda[: torch.cuda.device_count()]:
             torch.cuda.set_rng_state(state.cpu(), index)
-    name, keys, pos, has_gauss, cached = json_state["numpy"]
+    name, keys, pos, has_gauss, cached = rank_json["numpy"]
     numpy_state = (name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached)
     np.random.set_state(numpy_state)  # noqa: NPY002
-    version, internal, gauss_next = json_state["python"]
+    version, internal, gauss_next = rank_json["python"]
     random.setstate((version, tuple(internal), gauss_next))
+    return True
+
+
+def restore_optimizer(optimizer: torch.optim.Optimizer, state_dict: Mapping[str, Any]) -> None:
+    """Load an optimizer state and give each state tensor its parameter's memory layout.
+
+    Tensors read from a file are contiguous, while a CUDA model's convolution weights are
+    ``channels_last``; Adam's moments with another layout than their parameter would push the
+    fused and foreach update kernels off their fast path (or make them copy every step).
+
+    Args:
+        optimizer: The optimizer, built over the model's parameters.
+        state_dict: A state from ``optimizer.state_dict()`` (or a checkpoint's
+            ``TrainingState.optimizer``).
+    """
+    optimizer.load_state_dict(dict(state_dict))
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            entries = optimizer.state.get(param, {})
+            for key, value in entries.items():
+                if (
+                    isinstance(value, Tensor)
+                    and value.shape == param.shape
+                    and value.stride() != param.stride()
+                ):
+                    # empty_like keeps the parameter's strides (channels_last included).
+                    entries[key] = torch.empty_like(param, dtype=value.dtype).copy_(value)
 
 
 def _split_optimizer(state_dict: Mapping[str, Any]) -> tuple[dict[str, Tensor], dict[str, Any]]:
@@ -286,7 +366,7 @@ def load_training_state(path: str | Path, model: MultiLabelClassifier) -> Traini
     tensors, metadata = read_extra(file)
     payload = _read_payload(file, metadata)
     model.load_state_dict(weights)
-    rng_tensors = {k: v for k, v in tensors.items() if k.startswith("rng/")}
+    rng_tensors = {k: v for k, v in tensors.items() if k.startswith(_RNG_PREFIX)}
     return TrainingState(
         epoch=int(payload["epoch"]),
         step=int(payload["step"]),

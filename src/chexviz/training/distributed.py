@@ -1,27 +1,40 @@
 """Data-parallel helpers for running the trainer under ``torchrun``.
 
 ``torchrun --nproc_per_node=N script.py`` starts ``N`` copies of a script with ``RANK``,
-``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT`` set.
+``WORLD_SIZE``, ``LOCAL_RANK``, ``LOCAL_WORLD_SIZE``, ``MASTER_ADDR`` and ``MASTER_PORT`` set.
 [`detect`][chexviz.training.distributed.detect] reads them,
-[`setup`][chexviz.training.distributed.setup] joins
-the process group (NCCL on GPUs, Gloo on CPU) and the other helpers do the collective work the
-trainer needs: gathering evaluation outputs in dataset order and keeping buffers identical
-across processes.
+[`resolve_device`][chexviz.training.distributed.resolve_device] gives each process its own GPU,
+[`setup`][chexviz.training.distributed.setup] joins the process group (NCCL on GPUs, Gloo on CPU
+or when processes share a GPU) and the other helpers do the collective work the trainer and the
+study script need: gathering evaluation outputs in dataset order, keeping buffers identical
+across processes, and letting rank 0 prepare shared files while the others wait
+([`main_process_first`][chexviz.training.distributed.main_process_first]).
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-__all__ = ["DistributedContext", "broadcast_buffers", "detect", "gather_rows", "setup"]
+__all__ = [
+    "DistributedContext",
+    "broadcast_buffers",
+    "detect",
+    "gather_objects",
+    "gather_rows",
+    "main_process_first",
+    "resolve_device",
+    "setup",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -34,11 +47,13 @@ class DistributedContext:
         rank: Global rank of this process.
         world_size: Number of processes.
         local_rank: Rank on this machine (picks the GPU).
+        local_world_size: Number of processes on this machine.
     """
 
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    local_world_size: int = 1
 
     @property
     def enabled(self) -> bool:
@@ -79,12 +94,72 @@ def detect(environ: Mapping[str, str] | None = None) -> DistributedContext:
     world_size = _env_int(env, "WORLD_SIZE", 1)
     rank = _env_int(env, "RANK", 0)
     local_rank = _env_int(env, "LOCAL_RANK", rank)
-    if world_size < 1 or not 0 <= rank < world_size or local_rank < 0:
+    # Without LOCAL_WORLD_SIZE (a launcher other than torchrun) all processes are taken to be
+    # on this machine, the safe guess when deciding whether they must share GPUs.
+    local_world_size = _env_int(env, "LOCAL_WORLD_SIZE", world_size)
+    if (
+        world_size < 1
+        or not 0 <= rank < world_size
+        or not 0 <= local_rank < max(local_world_size, 1)
+        or not 1 <= local_world_size <= world_size
+    ):
         raise ValueError(
             f"inconsistent distributed environment: RANK={rank}, WORLD_SIZE={world_size}, "
-            f"LOCAL_RANK={local_rank}"
+            f"LOCAL_RANK={local_rank}, LOCAL_WORLD_SIZE={local_world_size}"
         )
-    return DistributedContext(rank=rank, world_size=world_size, local_rank=local_rank)
+    return DistributedContext(
+        rank=rank, world_size=world_size, local_rank=local_rank, local_world_size=local_world_size
+    )
+
+
+def resolve_device(
+    device: str | torch.device = "auto", context: DistributedContext | None = None
+) -> torch.device:
+    """The device this process computes on; a GPU is also made the current CUDA device.
+
+    * ``"auto"``: this process's GPU when CUDA is available, else the CPU.
+    * ``"cuda"`` (no index): under ``torchrun``, GPU ``local_rank`` (modulo the number of GPUs
+      when there are more processes than GPUs on the machine); in a single process, the current
+      CUDA device.
+    * ``"cuda:N"``, ``"cpu"``, ...: that device.
+
+    Making the GPU current matters: NCCL, pinned-memory copies and every ``.cuda()`` without an
+    index use it, and with every process on GPU 0 a multi-GPU run fails or crawls.
+
+    Args:
+        device: The requested device.
+        context: The distributed context; read from the environment when None.
+
+    Returns:
+        The device, with an index for CUDA.
+
+    Raises:
+        ValueError: If CUDA is requested but not available, or the index does not exist.
+    """
+    context = detect() if context is None else context
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    resolved = torch.device(device)
+    if resolved.type != "cuda":
+        return resolved
+    if not torch.cuda.is_available():
+        raise ValueError(f"device={str(device)!r} but CUDA is not available")
+    count = torch.cuda.device_count()
+    requested: int | None = resolved.index  # None for a bare "cuda" (torch's stubs say int)
+    if requested is not None:
+        index = requested
+        if index >= count:
+            raise ValueError(f"device={str(device)!r} but this machine has {count} CUDA devices")
+    elif context.enabled:
+        index = context.local_rank % count
+    else:
+        index = torch.cuda.current_device()
+    torch.cuda.set_device(index)
+    return torch.device("cuda", index)
+
+
+def _shares_gpus(context: DistributedContext) -> bool:
+    return context.local_world_size > torch.cuda.device_count()
 
 
 def _destroy() -> None:
@@ -95,7 +170,10 @@ def _destroy() -> None:
 def setup(context: DistributedContext, device: torch.device) -> None:
     """Join the process group of a multi-process run (nothing to do for a single process).
 
-    The backend is NCCL when training on CUDA and Gloo otherwise. A group the caller already
+    The backend is NCCL when each process has a GPU of its own, and Gloo on CPU or when
+    processes share GPUs (NCCL refuses two ranks on one GPU; Gloo supports the all-reduce and
+    broadcast DDP needs on CUDA tensors, slowly). NCCL is joined with ``device_id`` so that the
+    communicator is bound to this process's GPU from the start. A group the caller already
     initialised is reused after checking its size. A group created here is destroyed at exit.
 
     Args:
@@ -114,8 +192,19 @@ def setup(context: DistributedContext, device: torch.device) -> None:
                 f"WORLD_SIZE is {context.world_size}"
             )
         return
-    backend = "nccl" if device.type == "cuda" else "gloo"
-    dist.init_process_group(backend=backend, rank=context.rank, world_size=context.world_size)
+    shared = device.type == "cuda" and _shares_gpus(context)
+    backend = "nccl" if device.type == "cuda" and not shared else "gloo"
+    if shared:
+        logger.warning(
+            "%d processes share %d GPU(s) on this machine; using the gloo backend (slow, for "
+            "testing the multi-process path)",
+            context.local_world_size,
+            torch.cuda.device_count(),
+        )
+    options: dict[str, Any] = {"device_id": device} if backend == "nccl" else {}
+    dist.init_process_group(
+        backend=backend, rank=context.rank, world_size=context.world_size, **options
+    )
     atexit.register(_destroy)
     logger.info(
         "joined %s process group as rank %d of %d", backend, context.rank, context.world_size
@@ -139,9 +228,57 @@ def gather_rows(local: Tensor, total: int, context: DistributedContext) -> Tenso
     """
     if not context.enabled:
         return local[:total]
+    if local.device.type != "cpu" and dist.get_backend() == "gloo":
+        local = local.cpu()  # Gloo gathers CPU tensors only
     parts = [torch.empty_like(local) for _ in range(context.world_size)]
     dist.all_gather(parts, local.contiguous())
     return torch.stack(parts, dim=1).flatten(0, 1)[:total]
+
+
+def gather_objects(value: Any, context: DistributedContext) -> list[Any]:
+    """Every process's ``value``, in rank order (``[value]`` for a single process).
+
+    Values travel pickled between the processes of one run (``all_gather_object``); nothing
+    is written to or read from files.
+
+    Args:
+        value: A picklable value.
+        context: The distributed context.
+
+    Returns:
+        One value per rank.
+    """
+    if not context.enabled:
+        return [value]
+    values: list[Any] = [None] * context.world_size
+    dist.all_gather_object(values, value)
+    return values
+
+
+@contextlib.contextmanager
+def main_process_first(context: DistributedContext) -> Iterator[None]:
+    """Run a block on rank 0 first, then on the other ranks.
+
+    For work whose result the ranks share through the file system, such as generating a data
+    set or building the image cache: rank 0 does it while the others wait at a barrier, and
+    they then find the files ready. Rank 0 reaches the barrier even when the block fails, so
+    the other ranks are released (and run into the same error themselves) instead of waiting
+    for ever.
+
+    Args:
+        context: The distributed context (a process group must be joined when it is enabled;
+            see [`setup`][chexviz.training.distributed.setup]).
+
+    Yields:
+        Nothing; the block runs once on every rank.
+    """
+    if context.enabled and not context.is_main:
+        dist.barrier()
+    try:
+        yield
+    finally:
+        if context.enabled and context.is_main:
+            dist.barrier()
 
 
 def broadcast_buffers(module: nn.Module, context: DistributedContext) -> None:

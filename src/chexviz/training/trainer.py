@@ -6,16 +6,20 @@ cross-entropy and 15 epochs. The loss ignores ``nan`` targets (see
 
 On CPU with a fixed ``seed`` a run is deterministic, and a run stopped at any point (even by
 ``kill -9``) and continued with ``fit(..., resume=True)`` ends with exactly the same weights as an
-uninterrupted one. On CUDA the trainer adds mixed precision, ``channels_last``, pinned memory and
-optional ``torch.compile``; none of that changes CPU behaviour. Under ``torchrun`` the same
-script trains with DistributedDataParallel (see
-[`chexviz.training.distributed`][chexviz.training.distributed]).
+uninterrupted one. On CUDA the trainer adds mixed precision, ``channels_last``, pinned memory,
+fused optimizers, cuDNN autotuning, DataLoader workers and optional ``torch.compile``; none of
+that changes CPU behaviour. Under ``torchrun`` the same script trains with
+DistributedDataParallel (see [`chexviz.training.distributed`][chexviz.training.distributed]).
+
+The training step never waits for the GPU: the loss is normalised on the device, its
+statistics are copied to the host without blocking and read one step later, and a non-finite
+loss is kept from updating the weights on the device (see ``Trainer._train_step``).
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
-import itertools
 import logging
 import math
 import random
@@ -33,19 +37,22 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, DistributedSampler, Sampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, get_worker_info
 from tqdm.auto import tqdm
 
 from chexviz._internal.datasets import unwrap_subsets
 from chexviz._internal.modules import eval_mode
+from chexviz._internal.system import usable_cpus
 from chexviz.training import distributed
 from chexviz.training.checkpoint import (
     BEST_NAME,
     LAST_NAME,
     TrainingState,
     capture_rng,
+    combine_rng,
     load_training_state,
     read_best_weights,
+    restore_optimizer,
     restore_rng,
     save_best,
     save_training_state,
@@ -63,7 +70,8 @@ __all__ = ["AmpMode", "OptimizerFactory", "SchedulerFactory", "Trainer"]
 logger = logging.getLogger(__name__)
 
 AmpMode = Literal["auto", "bf16", "fp16", "off"]
-"""Mixed precision: ``"auto"`` (bf16 on CUDA where supported, else fp16; off on CPU)."""
+"""Mixed precision: ``"auto"`` (bf16 on GPUs with native bf16, i.e. compute capability 8.0 or
+newer, else fp16; off on CPU)."""
 
 OptimizerFactory = Callable[[Any], torch.optim.Optimizer]
 """A callable taking ``model.parameters()`` and returning an optimizer."""
@@ -73,6 +81,13 @@ SchedulerFactory = Callable[[torch.optim.Optimizer], Any]
 
 _OPTIMIZERS = ("adam", "adamw", "sgd")
 _SCHEDULERS = ("cosine", "plateau")
+# Batches each DataLoader worker keeps ready (torch's default is 2).
+_PREFETCH = 4
+# Inference keeps no activations for a backward pass, so a CUDA batch this many times the
+# training batch fits in less memory than training used, with fewer, fuller kernel launches.
+_INFERENCE_BATCH_FACTOR = 4
+# DataLoader workers per process at most, when the trainer picks the number.
+_MAX_AUTO_WORKERS = 8
 
 
 class _SizedDataset(Protocol):
@@ -91,18 +106,123 @@ class _EpochTotals:
     seconds: float = 0.0
 
 
-class _SkipSampler(Sampler[int]):
-    """Yields a sampler's indices after dropping the first ``skip`` (resuming mid-epoch)."""
+class _SeededBatch(list[int]):
+    """The dataset indices of one batch, with the seed its DataLoader worker loads it under."""
 
-    def __init__(self, base: DistributedSampler[int], skip: int) -> None:
-        self.base = base
-        self.skip = skip
+    seed: int | None = None
 
-    def __iter__(self) -> Iterator[int]:
-        return itertools.islice(iter(self.base), self.skip, None)
+
+class _EpochBatches(Sampler[list[int]]):
+    """One process's batches of the current epoch, for a DataLoader built once per ``fit``.
+
+    ``set_epoch`` moves it on to the next epoch (skipping the batches a resumed run has already
+    done), so the loader and its persistent workers live for the whole run. Every batch carries
+    a seed derived from the run's seed, the epoch, the rank and the batch number; workers
+    reseed their generators with it (see `_WorkerSeeded`), so random transforms in workers
+    depend neither on which worker loads a batch nor on how long the workers have lived, and a
+    run resumed in the middle of an epoch replays them exactly.
+    """
+
+    def __init__(
+        self,
+        sampler: DistributedSampler[int],
+        batch_size: int,
+        *,
+        drop_last: bool,
+        seed: int,
+        rank: int,
+    ) -> None:
+        self.sampler = sampler
+        self.batch_size = batch_size
+        self.drop_last = drop_last
+        self.seed = seed
+        self.rank = rank
+        self.epoch = 0
+        self.skip = 0
+
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        """Serve epoch ``epoch``'s batches from batch number ``skip`` (counted from 0) on."""
+        self.sampler.set_epoch(epoch)
+        self.epoch, self.skip = epoch, skip
+
+    def _batch_count(self) -> int:
+        items = len(self.sampler)
+        return items // self.batch_size if self.drop_last else -(-items // self.batch_size)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        indices = list(self.sampler)
+        for number in range(self.skip, self._batch_count()):
+            batch = _SeededBatch(indices[number * self.batch_size : (number + 1) * self.batch_size])
+            batch.seed = _derived_seed(self.seed, self.epoch, self.rank, number)
+            yield batch
 
     def __len__(self) -> int:
-        return max(len(self.base) - self.skip, 0)
+        return max(self._batch_count() - self.skip, 0)
+
+
+class _WorkerSeeded(Dataset[Any]):
+    """A dataset view whose DataLoader workers reseed torch, NumPy and Python per batch.
+
+    In the main process (``num_workers=0``) nothing is reseeded: there transforms draw from the
+    process's own generators, which checkpoints save and restore.
+    """
+
+    def __init__(self, dataset: _SizedDataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> Any:
+        return self.dataset[index]
+
+    def __getitems__(self, indices: list[int]) -> list[Any]:
+        seed = getattr(indices, "seed", None)
+        if seed is not None and get_worker_info() is not None:
+            _seed_everything(seed)
+        fetch = getattr(self.dataset, "__getitems__", None)
+        return list(fetch(indices)) if fetch is not None else [self.dataset[i] for i in indices]
+
+
+class _StepStats:
+    """Reads each training step's statistics on the host without making the host wait.
+
+    A step's statistics are copied into pinned host memory by a non-blocking copy queued
+    behind the step, and an event marks when they have arrived. They are read one step later:
+    by then the next step is queued, so the GPU always has work while the host waits for the
+    event, which is normally long past anyway. On the CPU the values are ready at once
+    (``lag=0``).
+    """
+
+    def __init__(self, device: torch.device, lag: int) -> None:
+        self._cuda = device.type == "cuda"
+        self._lag = lag
+        self._pending: collections.deque[tuple[int, Tensor, Any]] = collections.deque()
+
+    def push(self, step: int, stats: Tensor) -> list[tuple[int, list[float]]]:
+        """Queue ``stats`` of step ``step``; returns the steps whose statistics are now read."""
+        if self._cuda:
+            host = torch.empty(stats.shape, dtype=stats.dtype, pin_memory=True)
+            host.copy_(stats, non_blocking=True)
+            event = torch.cuda.Event()  # type: ignore[no-untyped-call]
+            event.record()
+            self._pending.append((step, host, event))
+        else:
+            self._pending.append((step, stats, None))
+        return self._read(keep=self._lag)
+
+    def drain(self) -> list[tuple[int, list[float]]]:
+        """Read every queued step (waits for the GPU to finish them)."""
+        return self._read(keep=0)
+
+    def _read(self, keep: int) -> list[tuple[int, list[float]]]:
+        done = []
+        while len(self._pending) > keep:
+            step, host, event = self._pending.popleft()
+            if event is not None:
+                event.synchronize()
+            done.append((step, host.tolist()))
+        return done
 
 
 def _seed_worker(worker_id: int) -> None:
@@ -123,8 +243,35 @@ def _derived_seed(*parts: int) -> int:
 
 def _seed_everything(seed: int) -> None:
     random.seed(seed)
-    np.random.seed(seed)  # noqa: NPY002 (the global generator is what user code draws from)
+    np.random.seed(seed % 2**32)  # noqa: NPY002 (the global generator is what user code draws from)
     torch.manual_seed(seed)
+
+
+def _close(loader: DataLoader[Any]) -> None:
+    """Stop a loader's persistent workers now rather than whenever the loader is collected."""
+    # DataLoader has no public close(); its persistent iterator owns the worker processes.
+    iterator = getattr(loader, "_iterator", None)
+    shutdown = getattr(iterator, "_shutdown_workers", None)
+    if shutdown is not None:
+        shutdown()
+
+
+def _amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of ``amp`` on ``device`` (None: no mixed precision)."""
+    if amp not in ("auto", "bf16", "fp16", "off"):
+        raise ValueError(f"amp must be 'auto', 'bf16', 'fp16' or 'off', got {amp!r}")
+    if device.type != "cuda":
+        if amp in ("bf16", "fp16"):
+            raise ValueError(f"amp={amp!r} needs a CUDA device; use 'auto' or 'off' on CPU")
+        return None
+    # torch.cuda.is_bf16_supported() also says yes where bf16 is only emulated (before
+    # Ampere), which is slower than fp32; the compute capability tells native support.
+    native_bf16 = torch.cuda.get_device_capability(device) >= (8, 0)
+    if amp == "auto":
+        return torch.bfloat16 if native_bf16 else torch.float16
+    if amp == "bf16" and not native_bf16:
+        logger.warning("amp='bf16' on a GPU without native bf16 is emulated and slow")
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "off": None}[amp]
 
 
 def _dataset_labels(dataset: object) -> tuple[str, ...] | None:
@@ -157,10 +304,16 @@ class Trainer:
         optimizer: ``"adam"``, ``"adamw"``, ``"sgd"`` (momentum 0.9) or a callable
             ``params -> Optimizer``.
         weight_decay: Weight decay of the named optimizers.
-        device: ``"auto"`` (the process's CUDA device if available, else CPU) or a device.
+        device: ``"auto"`` (the process's CUDA device if available, else CPU) or a device;
+            under ``torchrun`` a bare ``"cuda"`` is the local rank's GPU (see
+            [`resolve_device`][chexviz.training.distributed.resolve_device]).
         amp: Mixed precision on CUDA: ``"auto"``, ``"bf16"``, ``"fp16"`` (with gradient
-            scaling) or ``"off"``. ``"auto"`` is off on CPU.
-        num_workers: DataLoader worker processes.
+            scaling) or ``"off"``. ``"auto"`` is bf16 on GPUs of compute capability 8.0 or
+            newer (Ampere, Hopper...), fp16 on older ones (where bf16 is only emulated), and
+            off on CPU.
+        num_workers: DataLoader worker processes per process; None picks 0 on CPU and, on
+            CUDA, the CPUs available to each process of this machine less one (for the
+            training loop), at most 8. Workers persist for the whole ``fit``.
         out_dir: Where ``last.safetensors`` (every epoch) and ``best.safetensors`` (best
             validation macro-AUROC) go; None writes nothing.
         seed: Seed of torch, NumPy, Python and the data order; ``fit`` seeds them at its start.
@@ -175,9 +328,14 @@ class Trainer:
             maximising ``"f1"`` or ``"youden"`` and store them on the model; None keeps the
             model's thresholds.
         progress: Show tqdm bars (only ever on an interactive terminal, on rank 0).
-        compile: Run the training forward pass through ``torch.compile`` (CUDA only).
+        compile: Run the training forward pass through ``torch.compile`` (CUDA only), with
+            static shapes; the short last batch of each epoch is then left out, as a new batch
+            size would recompile the model.
         checkpoint_every: Also write ``last`` every this many optimizer steps (None: only at
             epoch ends).
+        sync_bn: Under ``torchrun`` on GPUs, turn the model's BatchNorm layers into
+            ``SyncBatchNorm`` (in place), so that batch statistics are computed over the global
+            batch as in a single-process run; ignored with a warning on CPU.
 
     Raises:
         ValueError: If an argument is invalid (the message names it).
@@ -194,7 +352,7 @@ class Trainer:
         weight_decay: float = 0.0,
         device: str | torch.device = "auto",
         amp: AmpMode = "auto",
-        num_workers: int = 0,
+        num_workers: int | None = None,
         out_dir: str | Path | None = None,
         seed: int = 0,
         patience: int | None = None,
@@ -204,6 +362,7 @@ class Trainer:
         progress: bool = True,
         compile: bool = False,
         checkpoint_every: int | None = None,
+        sync_bn: bool = False,
     ) -> None:
         self._check_arguments(
             lr=lr,
@@ -219,7 +378,6 @@ class Trainer:
         self.lr = lr
         self.batch_size = batch_size
         self.epochs = epochs
-        self.num_workers = num_workers
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.seed = seed
         self.patience = patience
@@ -228,6 +386,8 @@ class Trainer:
         self.checkpoint_every = checkpoint_every
         self.history = History()
         self._interrupted = False  # set by the first Ctrl-C during fit
+        # Loaders that live for one fit (validation), by the id of their dataset.
+        self._kept_loaders: dict[int, tuple[_SizedDataset, DataLoader[Any]]] = {}
 
         self.context = distributed.detect()
         if batch_size % self.context.world_size:
@@ -235,14 +395,18 @@ class Trainer:
                 f"batch_size={batch_size} must be divisible by the number of processes "
                 f"({self.context.world_size})"
             )
-        self.device = self._resolve_device(device)
-        self.amp_dtype = self._resolve_amp(amp)
+        self.device = distributed.resolve_device(device, self.context)
+        self._cuda = self.device.type == "cuda"
+        self.amp_dtype = _amp_dtype(amp, self.device)
+        self.num_workers = self._default_workers() if num_workers is None else num_workers
         distributed.setup(self.context, self.device)
 
-        self._cuda = self.device.type == "cuda"
         model.to(self.device)
         if self._cuda:
             model.to(memory_format=torch.channels_last)
+            self._enable_cudnn_autotuning()
+        if sync_bn:
+            self._convert_sync_bn()
         self.loss_fn = MaskedBCEWithLogitsLoss(pos_weight).to(self.device)
         if self.loss_fn.pos_weight is not None and len(self.loss_fn.pos_weight) != model.num_labels:
             raise ValueError(
@@ -258,12 +422,19 @@ class Trainer:
             network = DistributedDataParallel(
                 model, device_ids=[self.device.index] if self._cuda else None
             )
-        if compile:
-            if self._cuda:
-                network = torch.compile(network)  # type: ignore[assignment]
-            else:
-                logger.warning("compile=True is ignored on CPU (compilation is CUDA-only here)")
+        self._compiled = compile and self._cuda
+        if self._compiled:
+            # Static shapes: one graph for the training batch (the short last batch is dropped).
+            network = torch.compile(network, dynamic=False)  # type: ignore[assignment]
+        elif compile:
+            logger.warning("compile=True is ignored on CPU (compilation is CUDA-only here)")
         self._network = network
+        # Device-side flags of the step loop (see _train_step), made at the start of fit.
+        self._stop_flag = torch.zeros((), device=self.device)
+        self._stop_flag_set = False
+        self._skip = torch.zeros((), device=self.device)
+        # Steps between queuing a step and reading its statistics back (see _StepStats).
+        self._stats_lag = 1 if self._cuda else 0
 
     # ------------------------------------------------------------------ set-up helpers
     @staticmethod
@@ -273,7 +444,7 @@ class Trainer:
         batch_size: int,
         epochs: int,
         weight_decay: float,
-        num_workers: int,
+        num_workers: int | None,
         patience: int | None,
         threshold_metric: str | None,
         checkpoint_every: int | None,
@@ -289,41 +460,39 @@ class Trainer:
             raise ValueError(f"lr must be a positive number, got {lr!r}")
         if not (math.isfinite(weight_decay) and weight_decay >= 0):
             raise ValueError(f"weight_decay must be >= 0, got {weight_decay!r}")
-        if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
-            raise ValueError(f"num_workers must be a non-negative integer, got {num_workers!r}")
+        if num_workers is not None and (
+            isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0
+        ):
+            raise ValueError(
+                f"num_workers must be a non-negative integer or None, got {num_workers!r}"
+            )
         if threshold_metric not in (None, "f1", "youden"):
             raise ValueError(
                 f"threshold_metric must be 'f1', 'youden' or None, got {threshold_metric!r}"
             )
 
-    def _resolve_device(self, device: str | torch.device) -> torch.device:
-        if device == "auto":
-            if torch.cuda.is_available():
-                torch.cuda.set_device(self.context.local_rank)
-                return torch.device("cuda", self.context.local_rank)
-            return torch.device("cpu")
-        resolved = torch.device(device)
-        if resolved.type != "cuda":
-            return resolved
-        if not torch.cuda.is_available():
-            raise ValueError(f"device={device!r} but CUDA is not available")
-        # A bare "cuda" means the current device; DDP and pinned copies need its index.
-        return (
-            torch.device("cuda", torch.cuda.current_device())
-            if str(resolved) == "cuda"
-            else resolved
-        )
+    def _default_workers(self) -> int:
+        if not self._cuda:
+            return 0
+        # One CPU per process stays with the training loop (and the pinning thread).
+        per_process = usable_cpus() // self.context.local_world_size
+        return max(0, min(_MAX_AUTO_WORKERS, per_process - 1))
 
-    def _resolve_amp(self, amp: str) -> torch.dtype | None:
-        if amp not in ("auto", "bf16", "fp16", "off"):
-            raise ValueError(f"amp must be 'auto', 'bf16', 'fp16' or 'off', got {amp!r}")
-        if self.device.type != "cuda":
-            if amp in ("bf16", "fp16"):
-                raise ValueError(f"amp={amp!r} needs a CUDA device; use 'auto' or 'off' on CPU")
-            return None
-        if amp == "auto":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return {"bf16": torch.bfloat16, "fp16": torch.float16, "off": None}[amp]
+    def _enable_cudnn_autotuning(self) -> None:
+        # Input sizes are fixed, so timing cuDNN's algorithms once per shape pays off; it is
+        # left alone when the user asked for deterministic kernels.
+        if torch.backends.cudnn.deterministic or torch.are_deterministic_algorithms_enabled():
+            return
+        torch.backends.cudnn.benchmark = True
+
+    def _convert_sync_bn(self) -> None:
+        if not self.context.enabled:
+            return  # one process: BatchNorm already sees the whole batch
+        if not self._cuda:
+            logger.warning("sync_bn=True is ignored on CPU (SyncBatchNorm runs on GPUs only)")
+            return
+        converted = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)  # type: ignore[no-untyped-call]
+        assert converted is self.model  # the classifier itself is not a BatchNorm layer
 
     def _build_optimizer(
         self, optimizer: str | OptimizerFactory, weight_decay: float
@@ -331,12 +500,17 @@ class Trainer:
         params = self.model.parameters()
         if callable(optimizer):
             return optimizer(params)
+        # Fused kernels on CUDA: one launch per step for all parameters, and a device-side
+        # skip of non-finite steps (see _backward_step). CPU keeps torch's default kernels.
+        fused: dict[str, Any] = {"fused": True} if self._cuda else {}
         if optimizer == "adam":
-            return torch.optim.Adam(params, lr=self.lr, weight_decay=weight_decay)
+            return torch.optim.Adam(params, lr=self.lr, weight_decay=weight_decay, **fused)
         if optimizer == "adamw":
-            return torch.optim.AdamW(params, lr=self.lr, weight_decay=weight_decay)
+            return torch.optim.AdamW(params, lr=self.lr, weight_decay=weight_decay, **fused)
         if optimizer == "sgd":
-            return torch.optim.SGD(params, lr=self.lr, momentum=0.9, weight_decay=weight_decay)
+            return torch.optim.SGD(
+                params, lr=self.lr, momentum=0.9, weight_decay=weight_decay, **fused
+            )
         raise ValueError(
             f"optimizer must be one of {', '.join(_OPTIMIZERS)} or a callable, got {optimizer!r}"
         )
@@ -375,6 +549,11 @@ class Trainer:
             return images.to(self.device, non_blocking=True, memory_format=torch.channels_last)
         return images.to(self.device)
 
+    def _targets_to_device(self, targets: Tensor) -> Tensor:
+        # Copy first, convert on the device: a dtype conversion on the host would make a
+        # pageable tensor, and copying pageable memory waits for the GPU.
+        return targets.to(self.device, non_blocking=True).to(torch.float32)
+
     def _per_rank_batch(self) -> int:
         return self.batch_size // self.context.world_size
 
@@ -390,21 +569,52 @@ class Trainer:
         )
 
     def _loader(
-        self, dataset: _SizedDataset, sampler: Sampler[int], epoch: int, *, drop_last: bool
+        self, dataset: _SizedDataset, batches: _EpochBatches, *, persistent: bool
     ) -> DataLoader[Any]:
-        generator = torch.Generator().manual_seed(
-            _derived_seed(self.seed, epoch, self.context.rank)
+        workers = self.num_workers
+        # The loader's own generator seeds its workers; without one it would draw from (and so
+        # change) the global generator, which a checkpoint restores.
+        generator = torch.Generator().manual_seed(_derived_seed(self.seed, self.context.rank))
+        options: dict[str, Any] = (
+            {"persistent_workers": persistent, "prefetch_factor": _PREFETCH} if workers else {}
         )
         return DataLoader(
-            dataset,  # type: ignore[arg-type]
-            batch_size=self._per_rank_batch(),
-            sampler=sampler,
-            num_workers=self.num_workers,
+            _WorkerSeeded(dataset),
+            batch_sampler=batches,
+            num_workers=workers,
             pin_memory=self._cuda,
-            drop_last=drop_last,
             generator=generator,
             worker_init_fn=_seed_worker,
+            **options,
         )
+
+    def _train_loader(self, train: _SizedDataset) -> DataLoader[Any]:
+        """The training loader of a whole ``fit``; ``loader.batch_sampler.set_epoch`` moves it."""
+        per_rank = self._per_rank_batch()
+        sampler = self._sampler(train, shuffle=True)
+        short = len(sampler) % per_rank
+        # BatchNorm cannot train on a batch of one image, and a compiled model would recompile
+        # for a new batch size: such a last batch is left out.
+        drop_last = (short == 1 and len(sampler) > 1) or (short > 0 and self._compiled)
+        if drop_last and len(sampler) >= per_rank:
+            self._info("the last batch of each epoch (%d images) is skipped", short)
+        else:
+            drop_last = False
+        batches = _EpochBatches(
+            sampler, per_rank, drop_last=drop_last, seed=self.seed, rank=self.context.rank
+        )
+        return self._loader(train, batches, persistent=True)
+
+    def _inference_loader(self, dataset: _SizedDataset, *, persistent: bool) -> DataLoader[Any]:
+        factor = _INFERENCE_BATCH_FACTOR if self._cuda else 1
+        batches = _EpochBatches(
+            self._sampler(dataset, shuffle=False),
+            self._per_rank_batch() * factor,
+            drop_last=False,
+            seed=self.seed,
+            rank=self.context.rank,
+        )
+        return self._loader(dataset, batches, persistent=persistent)
 
     def _check_dataset(self, dataset: _SizedDataset, name: str) -> None:
         if len(dataset) == 0:
@@ -441,7 +651,11 @@ class Trainer:
         """Logits ``[N, L]`` (float32, CPU) and targets (or None), in dataset order."""
         if len(dataset) == 0:
             raise ValueError("the dataset is empty")
-        loader = self._loader(dataset, self._sampler(dataset, shuffle=False), 0, drop_last=False)
+        kept = self._kept_loaders.get(id(dataset))
+        if kept is not None and kept[0] is dataset:
+            loader = kept[1]  # built once per fit (the validation set)
+        else:
+            loader = self._inference_loader(dataset, persistent=False)
         logits: list[Tensor] = []
         targets: list[Tensor] = []
         with eval_mode(self.model), torch.inference_mode(), self._autocast():
@@ -524,8 +738,17 @@ class Trainer:
         return self._metrics(logits, targets)
 
     # ------------------------------------------------------------------ training
+    def _process_seed(self) -> int:
+        """This process's seed: ``seed`` on rank 0 (and in a single process), else derived.
+
+        Other ranks derive theirs from ``seed`` and the rank, so that ranks draw different
+        dropout masks and augmentations.
+        """
+        rank = self.context.rank
+        return self.seed if rank == 0 else _derived_seed(self.seed, rank)
+
     def _fresh_state(self) -> TrainingState:
-        _seed_everything(self.seed)
+        _seed_everything(self._process_seed())
         return TrainingState(
             epoch=0,
             step=0,
@@ -551,12 +774,19 @@ class Trainer:
             self._info("resume=True but %s does not exist; starting from scratch", last)
             return None
         state = load_training_state(last, self.model)
-        self.optimizer.load_state_dict(state.optimizer)
+        restore_optimizer(self.optimizer, state.optimizer)
         if self.scheduler is not None and state.scheduler is not None:
             self.scheduler.load_state_dict(state.scheduler)
         if self.scaler is not None and state.scaler is not None:
             self.scaler.load_state_dict(state.scaler)
-        restore_rng(state.rng_tensors, state.rng_json)
+        if not restore_rng(state.rng_tensors, state.rng_json, rank=self.context.rank):
+            logger.warning(
+                "%s holds no random generator states for rank %d (written by fewer processes); "
+                "this rank starts from fresh ones",
+                last,
+                self.context.rank,
+            )
+            _seed_everything(_derived_seed(self._process_seed(), state.epoch, state.step))
         if state.settings != self._settings():
             logger.warning(
                 "resuming with settings %s that differ from the checkpoint's %s; the run will "
@@ -568,39 +798,50 @@ class Trainer:
         return state
 
     def _checkpoint(self, state: TrainingState, totals: _EpochTotals | None) -> None:
-        """Write ``last`` (rank 0) with the current weights, optimizer and RNG states."""
-        if self.out_dir is None or not self.context.is_main:
+        """Write ``last`` (rank 0) with the current weights, optimizer and every rank's RNG.
+
+        Collective under ``torchrun``: every rank sends its generator states to rank 0.
+        """
+        if self.out_dir is None:
+            return
+        rng = distributed.gather_objects(capture_rng(), self.context)
+        if not self.context.is_main:
             return
         state.optimizer = self.optimizer.state_dict()
         state.scheduler = self.scheduler.state_dict() if self.scheduler is not None else None
         state.scaler = self.scaler.state_dict() if self.scaler is not None else None
         state.partial = vars(totals).copy() if totals is not None else {}
-        state.rng_tensors, state.rng_json = capture_rng()
+        state.rng_tensors, state.rng_json = combine_rng(rng)
         save_training_state(self.out_dir / LAST_NAME, self.model, state)
 
-    def _epoch_loader(
-        self, train: _SizedDataset, state: TrainingState, epoch: int
-    ) -> DataLoader[Any]:
-        """The loader of one training epoch, skipping the ``state.step`` batches already done."""
-        per_rank = self._per_rank_batch()
-        sampler = self._sampler(train, shuffle=True)
-        sampler.set_epoch(epoch)
-        # BatchNorm cannot train on a batch of one image; such a last batch is left out.
-        drop_last = len(sampler) % per_rank == 1 and len(sampler) > 1
-        if drop_last and epoch == 1 and state.step == 0:
-            self._info("the last batch of each epoch has a single image and is skipped")
-        skipped = _SkipSampler(sampler, state.step * per_rank)
-        return self._loader(train, skipped, epoch, drop_last=drop_last)
-
-    def _train_epoch(self, train: _SizedDataset, state: TrainingState, epoch: int) -> _EpochTotals:
+    def _train_epoch(
+        self, loader: DataLoader[Any], state: TrainingState, epoch: int
+    ) -> _EpochTotals:
         start = state.step
-        loader = self._epoch_loader(train, state, epoch)
+        batches = loader.batch_sampler
+        assert isinstance(batches, _EpochBatches)
+        batches.set_epoch(epoch, skip=start)  # skips the batches a resumed run has done
         totals = _EpochTotals(**state.partial) if start else _EpochTotals()
         steps_in_epoch = start + len(loader)
+        stats = _StepStats(self.device, self._stats_lag)
         began = time.perf_counter()
+        shown = math.nan  # the latest loss read back, for the progress bar
+
+        def account(done: list[tuple[int, list[float]]]) -> bool:
+            """Add read-back steps to the totals; whether any asked every process to stop."""
+            nonlocal shown
+            stop = False
+            for step, (total, count, flag) in done:
+                shown = total / max(count, 1.0)
+                if not math.isfinite(shown):
+                    self._raise_non_finite(shown, epoch, step, steps_in_epoch)
+                totals.loss_sum += shown
+                stop = stop or flag > 0
+            return stop
 
         def save_partial(step: int) -> None:
             # Every step up to ``step`` is complete, so that is what the checkpoint holds.
+            account(stats.drain())
             state.step = step
             saved = _EpochTotals(**vars(totals))
             saved.seconds += time.perf_counter() - began
@@ -626,13 +867,16 @@ class Trainer:
                 images, targets = _split_batch(batch)
                 if targets is None:
                     raise ValueError("the train dataset yields no targets")
-                step_loss, stop = self._train_step(images, targets, epoch, step, steps_in_epoch)
-                totals.loss_sum += step_loss
+                step_stats = self._train_step(images, targets, epoch, step)
                 totals.steps += 1
                 totals.images += int(images.shape[0]) * self.context.world_size
+                asked = account(stats.push(step, step_stats))
+                # Under torchrun the ranks stop at the step where the all-reduced flag is read
+                # back, the same on every rank; a single process can act on its own flag.
+                stop = asked if self.context.enabled else self._interrupted
                 if not bar.disable:
                     elapsed = totals.seconds + time.perf_counter() - began
-                    bar.set_postfix(loss=f"{step_loss:.4f}", img_s=f"{totals.images / elapsed:.1f}")
+                    bar.set_postfix(loss=f"{shown:.4f}", img_s=f"{totals.images / elapsed:.1f}")
                     bar.update()
                 # The epoch-end checkpoint follows the last step, so it is not written twice.
                 every = self.checkpoint_every
@@ -640,51 +884,76 @@ class Trainer:
                     save_partial(step)
                 if stop:
                     raise self._interrupt_error(epoch, step)
+            account(stats.drain())
         totals.seconds += time.perf_counter() - began
         return totals
 
-    def _train_step(
-        self, images: Tensor, targets: Tensor, epoch: int, step: int, steps: int
-    ) -> tuple[float, bool]:
-        """One optimizer step: returns the global mean loss and whether any process must stop.
+    def _train_step(self, images: Tensor, targets: Tensor, epoch: int, step: int) -> Tensor:
+        """Queue one optimizer step on the device; nothing here waits for the GPU.
+
+        Returns the step's statistics ``[loss sum, valid entries, stop flag]`` summed over
+        processes, still on the device; the caller reads them back later (`_StepStats`).
+
+        Instead of reading the loss before deciding to update, a non-finite global loss sets a
+        device-side flag that is never cleared during ``fit`` and that skips this and every
+        later update (see `_backward_step`); the host raises ``FloatingPointError`` when it
+        reads the statistics back, at the latest before the next checkpoint, so the weights
+        stay those of the last finite step.
 
         Raises:
-            FloatingPointError: The loss is not finite (the weights are left untouched).
+            ValueError: A target is not 0, 1 or nan (checked on the host copy of the batch).
         """
-        targets = targets.to(torch.float32)
         self._check_targets(targets, epoch, step)
+        if self._interrupted and not self._stop_flag_set:
+            self._stop_flag.fill_(1.0)  # once per fit: no host-to-device copy per step
+            self._stop_flag_set = True
         with self._autocast():
             logits = self._network(self._to_device(images))
         total, count = masked_bce_sum(
-            logits.float(), targets.to(self.device, non_blocking=True), self.loss_fn.pos_weight
+            logits.float(), self._targets_to_device(targets), self.loss_fn.pos_weight
         )
         # Summing over processes before dividing makes the loss (and so the averaged gradient)
-        # the mean over the global batch's valid entries. The interrupt flag rides along so
-        # that every process stops at the same step.
-        stats = torch.stack([total.detach(), count, count.new_tensor(float(self._interrupted))])
+        # the mean over the global batch's valid entries. The stop flag rides along so that
+        # every process stops at the same step.
+        stats = torch.stack([total.detach(), count, self._stop_flag])
         if self.context.enabled:
             torch.distributed.all_reduce(stats)
-        global_total, global_count, stop = stats.tolist()
-        step_loss = global_total / max(global_count, 1.0)
-        if not math.isfinite(step_loss):
-            self._raise_non_finite(step_loss, epoch, step, steps)
-        self._backward_step(total * float(self.context.world_size) / max(global_count, 1.0))
-        return step_loss, bool(stop)
+        self._skip = torch.maximum(self._skip, (~torch.isfinite(stats[0])).float())
+        world = float(self.context.world_size)
+        self._backward_step(total * world / stats[1].clamp(min=1.0), self._skip)
+        return stats
 
-    def _backward_step(self, loss: Tensor) -> None:
+    def _backward_step(self, loss: Tensor, skip: Tensor) -> None:
         """Backward and optimizer step, through the gradient scaler under fp16.
 
         The one place that knows about mixed precision in the update, like ``accelerate``'s
-        ``Accelerator.backward``.
+        ``Accelerator.backward``. The update is skipped when ``skip`` (a device scalar) is 1:
+
+        * fused optimizers (the default on CUDA) take it as their ``found_inf`` input, the
+          protocol ``GradScaler`` uses, and skip on the device;
+        * under fp16 the loss is multiplied by nan, so that every gradient is nan and the
+          scaler's own check skips the update (and backs off its scale, which does not matter
+          as the run stops);
+        * any other optimizer has no device-side skip: the flag is read on the host after the
+          backward pass is queued (on CPU this costs nothing).
         """
         self.optimizer.zero_grad(set_to_none=True)
-        if self.scaler is None:
-            torch.autograd.backward(loss)
-            self.optimizer.step()
+        if self.scaler is not None:
+            poisoned = loss * torch.where(skip > 0, math.nan, 1.0)
+            torch.autograd.backward(self.scaler.scale(poisoned))
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
             return
-        torch.autograd.backward(self.scaler.scale(loss))
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
+        torch.autograd.backward(loss)
+        # torch's fused optimizers set this flag; GradScaler relies on it in the same way.
+        if getattr(self.optimizer, "_step_supports_amp_scaling", False):
+            self.optimizer.found_inf = skip  # type: ignore[attr-defined]
+            try:
+                self.optimizer.step()
+            finally:
+                del self.optimizer.found_inf  # type: ignore[attr-defined]
+        elif not bool(skip):
+            self.optimizer.step()
 
     def _batches(
         self, loader: DataLoader[Any], stop: Callable[[Exception], NoReturn]
@@ -781,6 +1050,24 @@ class Trainer:
             return self._fit(train, val, resume)
 
     def _fit(self, train: _SizedDataset, val: _SizedDataset | None, resume: bool) -> History:
+        self._stop_flag = torch.zeros((), device=self.device)
+        self._stop_flag_set = False
+        self._skip = torch.zeros((), device=self.device)
+        # Built once: workers persist across epochs and validations instead of being started
+        # (and, with spawn or forkserver, re-importing torch) every time.
+        loader = self._train_loader(train)
+        if val is not None:
+            self._kept_loaders[id(val)] = (val, self._inference_loader(val, persistent=True))
+        try:
+            return self._fit_epochs(loader, val, resume)
+        finally:
+            for kept in [loader, *(kept for _, kept in self._kept_loaders.values())]:
+                _close(kept)
+            self._kept_loaders.clear()
+
+    def _fit_epochs(
+        self, loader: DataLoader[Any], val: _SizedDataset | None, resume: bool
+    ) -> History:
         resumed = self._resume_state() if resume else None
         state = resumed or self._fresh_state()
         best_weights = self._read_best() if resumed and resumed.best_score > -math.inf else None
@@ -788,7 +1075,7 @@ class Trainer:
         while state.epoch < self.epochs and not self._early_stop(state):
             epoch = state.epoch + 1
             lr = float(self.optimizer.param_groups[0]["lr"])
-            totals = self._train_epoch(train, state, epoch)
+            totals = self._train_epoch(loader, state, epoch)
             distributed.broadcast_buffers(self.model, self.context)
             metrics = self._validate(val) if val is not None else None
             self._step_scheduler(metrics)
