@@ -36,6 +36,7 @@ import json
 import math
 import os
 import re
+import warnings
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -203,8 +204,16 @@ def decode_mask(rle: Mapping[str, Any], where: str = "rle") -> Mask:
     Raises:
         ValueError: The RLE is malformed; the message names ``where`` and the field.
     """
-    checked = _check_rle(rle, where)
-    return np.ascontiguousarray(coco_mask.decode(checked), dtype=np.bool_)
+    return _decode(_check_rle(rle, where))
+
+
+def _decode(checked: Mapping[str, Any]) -> Mask:
+    with warnings.catch_warnings():
+        # pycocotools 2.0.x trips over NumPy 2's __array__ copy protocol and says so on every
+        # call; the decoded mask is right.
+        warnings.filterwarnings("ignore", "__array__ implementation", DeprecationWarning)
+        decoded = coco_mask.decode(checked)
+    return np.ascontiguousarray(decoded, dtype=np.bool_)
 
 
 def polygons_to_mask(
@@ -212,8 +221,9 @@ def polygons_to_mask(
 ) -> Mask:
     """Fills polygons, outline included, as the reference ``annotation_to_segmentation.py``.
 
-    Vertices are drawn with PIL's ``ImageDraw.polygon`` (which rounds them half away from
-    zero), so the mask is pixel-identical to CheXlocalize's own segmentations.
+    The polygons are drawn with PIL's ``ImageDraw.polygon``, outline and fill, as the
+    reference does; on the reference's sample files the masks are pixel-identical to its own
+    segmentations.
 
     Args:
         polygons: Each a list of vertices ``[x, y]`` in original-image pixels.
@@ -339,7 +349,7 @@ class CheXlocalizeGroundTruth(Mapping[str, Mapping[str, Mask]]):
         if entry is None:
             return np.zeros(size, dtype=np.bool_)
         if self.format == "segmentations":
-            return np.ascontiguousarray(coco_mask.decode(entry), dtype=np.bool_)
+            return _decode(entry)
         return polygons_to_mask(entry, size, where)
 
     def _entry(self, cxr: str, label: str) -> Any:
