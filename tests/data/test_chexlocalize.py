@@ -10,7 +10,6 @@ from typing import Any
 import numpy as np
 import pytest
 from hypothesis import given, settings
-from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from pycocotools import mask as coco_mask
 from scipy import ndimage
@@ -102,9 +101,11 @@ def test_rle_file_reads_back_the_masks_it_encodes(tmp_path: Path) -> None:
     assert np.array_equal(masks["Cardiomegaly"], disc)
     assert np.array_equal(masks["Lung Opacity"], band)
     assert np.array_equal(masks["Airspace Opacity"], band)  # either spelling answers
-    assert not masks["Edema"].any() and masks["Edema"].shape == shape
+    assert not masks["Edema"].any()
+    assert masks["Edema"].shape == shape
     assert masks["Edema"].dtype == np.bool_
-    assert truth.is_empty(CXR, "Edema") and not truth.is_empty(CXR, "Cardiomegaly")
+    assert truth.is_empty(CXR, "Edema")
+    assert not truth.is_empty(CXR, "Cardiomegaly")
 
 
 def test_uncompressed_rle_counts_are_read(tmp_path: Path) -> None:
@@ -135,7 +136,8 @@ def test_polygons_fill_with_their_outline(tmp_path: Path) -> None:
     opacity[10:14, 20:26] = True
     opacity[0, 0] = True  # a degenerate polygon still marks its point
     assert np.array_equal(truth[CXR]["Lung Opacity"], opacity)
-    assert truth.is_empty(CXR, "Edema") and not truth[CXR]["Edema"].any()
+    assert truth.is_empty(CXR, "Edema")
+    assert not truth[CXR]["Edema"].any()
 
 
 def test_both_synthetic_files_hold_the_same_masks_of_the_drawn_signs(tmp_path: Path) -> None:
@@ -193,7 +195,8 @@ def test_written_segmentations_decode_with_pycocotools(tmp_path: Path) -> None:
     decoded = {name: coco_mask.decode(rle).astype(bool) for name, rle in raw[CXR].items()}
     assert np.array_equal(decoded["Airspace Opacity"], disc)
     assert np.array_equal(decoded["Edema"], disc)
-    assert not decoded["Cardiomegaly"].any() and decoded["Cardiomegaly"].shape == shape
+    assert not decoded["Cardiomegaly"].any()
+    assert decoded["Cardiomegaly"].shape == shape
     assert np.array_equal(coco_mask.decode(raw["x_y_z"]["Edema"]).astype(bool), other)
 
 
@@ -392,11 +395,11 @@ def test_bad_files_name_file_id_and_field(tmp_path: Path, name: str, data: Any, 
 
 def test_nan_vertex_and_duplicate_keys_and_non_json(tmp_path: Path) -> None:
     nan = tmp_path / "nan.json"
-    nan.write_text('{"%s": {"img_size": [4, 4], "Edema": [[[1, NaN], [2, 2]]]}}' % CXR)
+    nan.write_text(f'{{"{CXR}": {{"img_size": [4, 4], "Edema": [[[1, NaN], [2, 2]]]}}}}')
     with pytest.raises(ValueError, match="vertex 0"):
         read_chexlocalize(nan)
     twice = tmp_path / "twice.json"
-    twice.write_text('{"%s": {"img_size": [4, 4]}, "%s": {"img_size": [4, 4]}}' % (CXR, CXR))
+    twice.write_text(f'{{"{CXR}": {{"img_size": [4, 4]}}, "{CXR}": {{"img_size": [4, 4]}}}}')
     with pytest.raises(ValueError, match=f"key '{CXR}' appears twice"):
         read_chexlocalize(twice)
     broken = tmp_path / "broken.json"

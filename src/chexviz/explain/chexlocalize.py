@@ -494,12 +494,15 @@ class CheXlocalizeScores:
             replicates.to_csv(boot_path, index=False)
             records = []
             for name in sorted(replicates.columns):
-                lower, upper = _interval(replicates[name].to_numpy())
+                values = replicates[name].to_numpy()
+                lower, upper = _interval(values)
+                defined = values[~np.isnan(values)]
+                mean = float(defined.mean()) if defined.size else math.nan
                 records.append(
                     {
                         "name": name,
                         "lower": round(lower, 3),
-                        "mean": round(float(np.nanmean(replicates[name])), 3),
+                        "mean": round(mean, 3),
                         "upper": round(upper, 3),
                     }
                 )
