@@ -265,6 +265,17 @@ def _run_demo(args: argparse.Namespace) -> None:
         f"  Grad-CAM pointing game          {result.pointing_game:.3f} "
         f"(random point: {result.pointing_chance:.3f})"
     )
+    located = result.chexlocalize
+    print(
+        f"  CheXlocalize mIoU (valid)       {located['miou']:.3f} "
+        f"[{located['miou_lower']:.3f}, {located['miou_upper']:.3f}] (anatomical prior: "
+        f"{located['prior_miou']:.3f}, whole image: {located['chance_miou']:.3f})"
+    )
+    print(
+        f"  CheXlocalize hit rate (valid)   {located['hit_rate']:.3f} "
+        f"[{located['hit_rate_lower']:.3f}, {located['hit_rate_upper']:.3f}] (anatomical prior: "
+        f"{located['prior_hit_rate']:.3f}, random point: {located['chance_hit_rate']:.3f})"
+    )
     print(f"  report: {result.report}")
 
 

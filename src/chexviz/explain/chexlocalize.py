@@ -1054,10 +1054,11 @@ def plot_chexlocalize(
         axis.set_xlim(0, 1)
         axis.grid(axis="x", alpha=0.3)
     axes[0].set_yticks(positions, labels)
-    axes[1].legend(loc="lower right", fontsize="small")
+    handles, names = axes[0].get_legend_handles_labels()
+    figure.legend(handles, names, loc="lower center", ncol=3, frameon=False)
     slice_name = "true-positive slice" if scores.true_positive_only else "full set"
     figure.suptitle(f"CheXlocalize protocol, IoU on the {slice_name}")
-    figure.tight_layout()
+    figure.tight_layout(rect=(0, 0.05, 1, 1))
     if path is not None:
         figure.savefig(path, dpi=150)
     return figure
