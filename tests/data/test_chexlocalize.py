@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
+from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from pycocotools import mask as coco_mask
 from scipy import ndimage
@@ -34,6 +36,9 @@ CXR = "patient64541_study1_view1_frontal"
 
 # pycocotools 2.0.x warns about NumPy 2's copy protocol on each decode the tests make directly.
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
+
+EXAMPLES = int(os.environ.get("CHEXVIZ_FUZZ_EXAMPLES", "50"))
+"""Examples per fuzz target, as in tests/test_fuzz.py; ``CHEXVIZ_FUZZ_EXAMPLES=5000`` for long."""
 
 
 def _coco(mask: np.ndarray) -> dict[str, Any]:
@@ -431,3 +436,64 @@ def test_decode_mask_refuses_rles_pycocotools_would_misread() -> None:
         decode_mask({"size": [1, 1], "counts": "o"})
     with pytest.raises(ValueError, match="outside the image"):
         polygons_to_mask([[[0, 0], [5, 0]]], (3, 4))
+
+
+# -- fuzz: any file either reads or fails with a ValueError naming it ----------------------------
+
+_JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**40), 2**40)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(max_size=8),
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(
+            st.sampled_from(["size", "counts", "img_size", "Edema", "Airspace Opacity", "x", CXR]),
+            children,
+            max_size=4,
+        )
+    ),
+    max_leaves=20,
+)
+
+
+def _read_or_refuse(path: Path) -> None:
+    try:
+        truth = read_chexlocalize(path)
+    except ValueError as error:
+        message = str(error)
+    else:
+        message = ""
+    if message:
+        assert str(path) in message
+        return
+    for cxr in truth:  # whatever was accepted decodes to masks of the stated size
+        for label in LOCALIZATION_LABELS:
+            assert truth[cxr][label].shape == truth.size(cxr)
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(data=st.dictionaries(st.sampled_from([CXR, "b"]), _JSON, max_size=2))
+def test_fuzz_structures(tmp_path_factory: pytest.TempPathFactory, data: dict[str, Any]) -> None:
+    path = tmp_path_factory.mktemp("fuzz") / "gt.json"
+    path.write_text(json.dumps(data))
+    _read_or_refuse(path)
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(position=st.integers(0, 10_000), byte=st.integers(0, 255), annotations=st.booleans())
+def test_fuzz_damaged_bytes(
+    tmp_path_factory: pytest.TempPathFactory, position: int, byte: int, annotations: bool
+) -> None:
+    mask = _disc((12, 10), 6, 5, 3)
+    work = tmp_path_factory.mktemp("damaged")
+    good = write_chexlocalize(
+        work / "gt.json",
+        {CXR: {"Edema": mask}},
+        format="annotations" if annotations else "segmentations",
+    )
+    content = bytearray(good.read_bytes())
+    content[position % len(content)] = byte
+    good.write_bytes(bytes(content))
+    _read_or_refuse(good)
