@@ -168,13 +168,20 @@ def _resize(heatmap: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     ].contiguous()
 
 
-def _normalise_(resized: torch.Tensor) -> np.ndarray | None:
-    """Min-max normalises in place (the reference's float operations); None if constant."""
-    resized.sub_(resized.min())
-    top = resized.max()
+def _normalise_(
+    resized: torch.Tensor, extremes: tuple[torch.Tensor, torch.Tensor] | None = None
+) -> np.ndarray | None:
+    """Min-max normalises in place, bit for bit as the reference; None if the map is constant.
+
+    The reference divides ``map - min`` by its maximum, which is ``fl(max - min)``: rounding is
+    monotonic, so the largest difference is the difference of the largest value. That lets a
+    caller pass the ``torch.aminmax`` it already has.
+    """
+    low, high = torch.aminmax(resized) if extremes is None else extremes
+    top = high - low
     if float(top) == 0.0:
         return None
-    resized.div_(top)
+    resized.sub_(low).div_(top)
     return resized.numpy()
 
 
@@ -232,9 +239,9 @@ def segment_heatmap(
     return _binarise(normalised, shape, level)
 
 
-def _hit(resized: torch.Tensor, truth: Mask) -> float:
+def _hit(resized: torch.Tensor, truth: Mask, extremes: tuple[torch.Tensor, torch.Tensor]) -> float:
     """1.0 when the map's first maximum lies in the mask; a constant map never hits."""
-    low, high = torch.aminmax(resized)
+    low, high = extremes
     if bool(low == high):
         return 0.0
     return float(truth.flat[int(np.argmax(resized.numpy()))])
@@ -722,13 +729,14 @@ def _score_pair(
         row["probability"] = _probability(probabilities, pair)
     level = levels.get(pair.label)
     resized = _resize(inputs.heatmap(pair), pair.size)
+    extremes = torch.aminmax(resized)
     if truth is not None:
-        row["hit"] = _hit(resized, truth)
+        row["hit"] = _hit(resized, truth, extremes)
     limit = limits.get(pair.label)
     if limit is not None and row["probability"] < limit:
         predicted = np.zeros(pair.size, dtype=np.bool_)
     else:
-        predicted = _binarise(_normalise_(resized), pair.size, level)
+        predicted = _binarise(_normalise_(resized, extremes), pair.size, level)
     del resized
     row["iou"], row["pred_pixels"] = _iou(predicted, truth, true_positive_only)
     del predicted
@@ -736,9 +744,10 @@ def _score_pair(
         row["chance_hit"] = area if truth is not None else math.nan
         row["chance_iou"] = area if truth is not None else 0.0
         resized = _resize(prior.heatmap(pair), pair.size)
+        extremes = torch.aminmax(resized)
         if truth is not None:
-            row["prior_hit"] = _hit(resized, truth)
-        predicted = _binarise(_normalise_(resized), pair.size, level)
+            row["prior_hit"] = _hit(resized, truth, extremes)
+        predicted = _binarise(_normalise_(resized, extremes), pair.size, level)
         row["prior_iou"], _ = _iou(predicted, truth, true_positive_only)
     return row
 
