@@ -147,21 +147,34 @@ def loop_tuning(heatmaps: dict, ground_truth, probabilities: dict, cxrs: list[st
 SIZE_OF: dict[str, tuple[int, int]] = {}
 
 
-def peak_memory(path: Path, seed: int, cxrs: int, score: bool) -> float:
-    """Peak resident memory (MB) of a fresh process that imports chexviz (and scores)."""
+def peak_memory(path: Path, seed: int, cxrs: int) -> tuple[float, float, float]:
+    """Resident memory (MB) of a fresh process that reads the file and scores it.
+
+    Returns the peak over the whole process (imports included: a CUDA build of torch maps
+    hundreds of MB while importing), the resident size just before scoring, and the peak while
+    reading and scoring (the kernel's high-water mark is reset first, Linux 4.0+).
+    """
     code = f"""
 import resource, sys
 sys.path.insert(0, {str(Path(__file__).parent)!r})
 import bench_chexlocalize as b
 from chexviz.data.chexlocalize import read_chexlocalize
 from chexviz.explain.chexlocalize import score_chexlocalize
-if {score}:
-    _, heatmaps, _, _ = b.make_findings({seed}, {cxrs})
-    score_chexlocalize(heatmaps, read_chexlocalize({str(path)!r}))
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+def status(key):
+    for line in open("/proc/self/status"):
+        if line.startswith(key):
+            return int(line.split()[1]) / 1024
+_, heatmaps, _, _ = b.make_findings({seed}, {cxrs})
+whole = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+open("/proc/self/clear_refs", "w").write("5")
+before = status("VmRSS:")
+score_chexlocalize(heatmaps, read_chexlocalize({str(path)!r}))
+whole = max(whole, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+print(whole, before, status("VmHWM:"))
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    return float(out.stdout.strip().splitlines()[-1])
+    whole, before, during = (float(v) for v in out.stdout.strip().splitlines()[-1].split())
+    return whole, before, during
 
 
 def main() -> None:
@@ -170,7 +183,13 @@ def main() -> None:
     parser.add_argument("--subset", type=int, default=12, help="CXRs for the loop comparison")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--memory-only", action="store_true", help="only the memory probe")
     args = parser.parse_args()
+    if args.memory_only:
+        with tempfile.TemporaryDirectory() as work:
+            findings, _, _, sizes = make_findings(args.seed, args.cxrs)
+            memory(write_truth(Path(work), findings, sizes), args)
+        return
     print(
         f"python {platform.python_version()}, torch {torch.__version__}, OpenCV {cv2.__version__}"
     )
@@ -231,9 +250,16 @@ def main() -> None:
         )
         print(f"  thresholds {tuning.thresholds}")
 
-        baseline = peak_memory(path, args.seed, args.cxrs, score=False)
-        peak = peak_memory(path, args.seed, args.cxrs, score=True)
-        print(f"peak RSS: import only {baseline:.0f} MB, reading + scoring {peak:.0f} MB")
+        memory(path, args)
+
+
+def memory(path: Path, args: argparse.Namespace) -> None:
+    whole, before, during = peak_memory(path, args.seed, args.cxrs)
+    print(
+        f"memory of reading + scoring {args.cxrs} CXRs (baselines on): peak RSS of the process "
+        f"{whole:.0f} MB; {before:.0f} MB before scoring, peak {during:.0f} MB while reading and "
+        f"scoring (+{during - before:.0f} MB)"
+    )
 
 
 if __name__ == "__main__":
