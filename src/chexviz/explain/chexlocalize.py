@@ -270,7 +270,6 @@ class _Pair:
     label: str
     size: tuple[int, int]
     empty: bool  # the ground-truth mask is empty (or the CXR has no ground truth)
-    known: bool  # the CXR is in the ground truth
 
 
 class _Inputs:
@@ -327,12 +326,12 @@ class _Inputs:
         self.cxrs = sorted(self.sizes)
         self.known = set(known)
 
-    def pairs(self, cxr: str, full_set: bool) -> Iterator[_Pair]:
-        """The pairs of one CXR to compute (all, or those with a non-empty ground truth)."""
+    def pairs(self, cxr: str) -> Iterator[_Pair]:
+        """One pair per scored pathology of a CXR."""
         known = cxr in self.known
         for label in self.labels:
             empty = not known or _is_empty(self.ground_truth, cxr, label)
-            yield _Pair(cxr, label, self.sizes[cxr], empty, known)
+            yield _Pair(cxr, label, self.sizes[cxr], empty)
 
     def heatmap(self, pair: _Pair) -> torch.Tensor:
         key = self.keys.get((pair.cxr, pair.label))
@@ -410,7 +409,7 @@ class _Prior:
         for cxr in tqdm(
             known, desc="anatomical prior", unit="CXR", disable=None if progress else True
         ):
-            for pair in inputs.pairs(cxr, full_set=False):
+            for pair in inputs.pairs(cxr):
                 if pair.empty:
                     continue
                 truth = inputs.truth(pair)
@@ -669,7 +668,7 @@ def score_chexlocalize(
     for cxr in tqdm(
         inputs.cxrs, desc="CheXlocalize", unit="CXR", disable=None if progress else True
     ):
-        for pair in inputs.pairs(cxr, full_set):
+        for pair in inputs.pairs(cxr):
             rows.append(
                 _score_pair(pair, inputs, levels, limits, probabilities, true_positive_only, prior)
             )
@@ -876,7 +875,7 @@ def tune_chexlocalize(
     cutoff_sum = {label: np.zeros(n_cutoffs) for label in labels}
     cutoff_n = {label: np.zeros(n_cutoffs, dtype=np.int64) for label in labels}
     for cxr in tqdm(inputs.cxrs, desc="tuning", unit="CXR", disable=None if progress else True):
-        for pair in inputs.pairs(cxr, full_set):
+        for pair in inputs.pairs(cxr):
             if pair.empty and not full_set:
                 continue
             truth = inputs.truth(pair)
