@@ -76,3 +76,14 @@ def test_demo_reuses_the_synthetic_data(demo: tuple[Path, object], tmp_path: Pat
 def test_demo_rejects_bad_arguments(tmp_path: Path, argument: str, value: int) -> None:
     with pytest.raises(ValueError, match=argument):
         run_demo(tmp_path, **{argument: value})  # type: ignore[arg-type]
+
+
+def test_demo_scores_the_chexlocalize_protocol(demo: tuple[Path, object]) -> None:
+    out, result = demo
+    summary = pd.read_csv(out / "chexlocalize" / "summary.csv", index_col="label")
+    assert summary.index[-1] == "mean"
+    located = result.chexlocalize  # type: ignore[attr-defined]
+    assert located["prior_miou"] == pytest.approx(summary.loc["mean", "prior_miou"])
+    for value in located.values():
+        assert math.isnan(value) or 0.0 <= value <= 1.0
+    assert (out / "chexlocalize" / "localization.png").is_file()

@@ -5,6 +5,12 @@ The public API is re-exported here; see the API reference for each module.
 
 from chexviz._version import __version__
 from chexviz.data.boxes import load_boxes, scale_boxes
+from chexviz.data.chexlocalize import (
+    LOCALIZATION_LABELS,
+    CheXlocalizeGroundTruth,
+    read_chexlocalize,
+    write_chexlocalize,
+)
 from chexviz.data.dataset import CheXpertDataset
 from chexviz.data.images import ImageDecodeError, load_image, to_tensor
 from chexviz.data.labels import (
@@ -16,6 +22,15 @@ from chexviz.data.labels import (
 )
 from chexviz.data.splits import REFERENCE_SPLIT, split_by_patient
 from chexviz.data.synthetic import SIGN_LABELS, make_synthetic_chexpert
+from chexviz.explain.chexlocalize import (
+    CheXlocalizeScores,
+    CheXlocalizeTuning,
+    read_tuning_csv,
+    run_chexlocalize,
+    score_chexlocalize,
+    segment_heatmap,
+    tune_chexlocalize,
+)
 from chexviz.explain.explanation import Explanation
 from chexviz.explain.faithfulness import deletion_score, insertion_score, score_faithfulness
 from chexviz.explain.gradcam import METHODS, GradCAM
@@ -54,12 +69,16 @@ __all__ = [
     "BackboneInfo",
     "CHEXPERT_LABELS",
     "COMPETITION_LABELS",
+    "CheXlocalizeGroundTruth",
+    "CheXlocalizeScores",
+    "CheXlocalizeTuning",
     "CheXpertDataset",
     "EpochRecord",
     "Explanation",
     "GradCAM",
     "History",
     "ImageDecodeError",
+    "LOCALIZATION_LABELS",
     "LabelValueError",
     "METHODS",
     "MaskedBCEWithLogitsLoss",
@@ -88,16 +107,23 @@ __all__ = [
     "overlay_heatmap",
     "pointing_game",
     "pos_weight_from_targets",
+    "read_chexlocalize",
     "read_extra",
+    "read_tuning_csv",
     "register_backbone",
+    "run_chexlocalize",
     "save_study_figure",
     "scale_boxes",
+    "score_chexlocalize",
     "score_faithfulness",
     "score_localization",
+    "segment_heatmap",
     "split_by_patient",
     "study_figure",
     "summarize_localization",
     "to_tensor",
+    "tune_chexlocalize",
     "tune_thresholds",
+    "write_chexlocalize",
     "write_html_report",
 ]

@@ -1,4 +1,4 @@
-"""The ``chexviz`` command line: ``demo``, ``train``, ``evaluate`` and ``explain``.
+"""The ``chexviz`` command line: ``demo``, ``train``, ``evaluate``, ``explain`` and ``localize``.
 
 Every subcommand is a thin user of the library. Errors are reported as one line on standard
 error with a non-zero exit code, never as a traceback (``--debug`` shows it).
@@ -189,6 +189,46 @@ def _parser() -> argparse.ArgumentParser:
         help="the CAM method",
     )
     explain.set_defaults(run=_run_explain)
+
+    localize = add_command(
+        "localize",
+        help="score Grad-CAM against radiologists' segmentations (CheXlocalize)",
+        description="Explain every X-ray of a CheXpert CSV and score the heatmaps with the "
+        "CheXlocalize protocol (mIoU and hit rate with bootstrap intervals, beside chance and "
+        "an anatomical prior). Writes the tables, localization.png and overlays into --out.",
+    )
+    localize.add_argument("--model", type=Path, required=True, help="a .safetensors model")
+    localize.add_argument(
+        "--data", type=Path, required=True, help="folder holding CheXpert-v1.0 (full resolution)"
+    )
+    localize.add_argument("--csv", default="valid.csv", help="CSV of the X-rays (valid or test)")
+    localize.add_argument(
+        "--ground-truth",
+        type=Path,
+        required=True,
+        help="gt_segmentations_*.json or gt_annotations_*.json",
+    )
+    localize.add_argument("--out", type=Path, required=True, help="output folder")
+    localize.add_argument(
+        "--thresholds", type=Path, default=None, help="tuning_results.csv (default: Otsu)"
+    )
+    localize.add_argument(
+        "--cutoffs", type=Path, default=None, help="probability_tuning_results.csv"
+    )
+    localize.add_argument(
+        "--full-set", action="store_true", help="IoU on the full set, not the true-positive slice"
+    )
+    localize.add_argument("--tune", action="store_true", help="also tune thresholds on this set")
+    localize.add_argument(
+        "--save-segmentations",
+        action="store_true",
+        help="also write saliency_segmentations.json (for the reference eval.py)",
+    )
+    localize.add_argument("--overlays", type=int, default=20, help="overlay figures to write")
+    localize.add_argument("--method", choices=METHODS, default="gradcam", help="the CAM method")
+    localize.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples")
+    localize.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    localize.set_defaults(run=_run_localize)
     return parser
 
 
@@ -238,6 +278,17 @@ def _run_demo(args: argparse.Namespace) -> None:
     print(
         f"  Grad-CAM pointing game          {result.pointing_game:.3f} "
         f"(random point: {result.pointing_chance:.3f})"
+    )
+    located = result.chexlocalize
+    print(
+        f"  CheXlocalize mIoU (valid)       {located['miou']:.3f} "
+        f"[{located['miou_lower']:.3f}, {located['miou_upper']:.3f}] (anatomical prior: "
+        f"{located['prior_miou']:.3f}, whole image: {located['chance_miou']:.3f})"
+    )
+    print(
+        f"  CheXlocalize hit rate (valid)   {located['hit_rate']:.3f} "
+        f"[{located['hit_rate_lower']:.3f}, {located['hit_rate_upper']:.3f}] (anatomical prior: "
+        f"{located['prior_hit_rate']:.3f}, random point: {located['chance_hit_rate']:.3f})"
     )
     print(f"  report: {result.report}")
 
@@ -344,6 +395,47 @@ def _run_explain(args: argparse.Namespace) -> None:
         save_study_figure(explanation, args.out / f"{index:03d}_{path.stem}.png", index=index)
     report = write_html_report(explanation, args.out / "report.html", names=args.images)
     print(f"report: {report}")
+
+
+def _run_localize(args: argparse.Namespace) -> None:
+    from chexviz.data.chexlocalize import read_chexlocalize
+    from chexviz.data.dataset import CheXpertDataset
+    from chexviz.explain.chexlocalize import read_tuning_csv, run_chexlocalize
+    from chexviz.explain.gradcam import GradCAM
+    from chexviz.models.classifier import MultiLabelClassifier
+
+    ground_truth = read_chexlocalize(args.ground_truth)
+    thresholds = read_tuning_csv(args.thresholds) if args.thresholds else None
+    cutoffs = read_tuning_csv(args.cutoffs) if args.cutoffs else None
+    model = MultiLabelClassifier.load(args.model)
+    data = CheXpertDataset(
+        args.data,
+        args.csv,
+        image_size=model.image_size,
+        in_channels=model.in_channels,
+        labels=model.labels,
+        frontal_only=False,
+        progress=args.progress,
+    )
+    scores = run_chexlocalize(
+        GradCAM(model, method=args.method),
+        data,
+        ground_truth,
+        args.out,
+        thresholds=thresholds,
+        cutoffs=cutoffs,
+        true_positive_only=not args.full_set,
+        overlays=args.overlays,
+        tune=args.tune,
+        export=args.save_segmentations,
+        n_bootstrap=args.bootstrap,
+        seed=args.seed,
+        progress=args.progress,
+    )
+    columns = ["miou", "miou_lower", "miou_upper", "miou_n", "prior_miou", "chance_miou"]
+    columns += ["hit_rate", "hit_rate_lower", "hit_rate_upper", "prior_hit_rate", "chance_hit_rate"]
+    print(scores.summary[columns].to_string(float_format="%.3f"))
+    print(f"tables and figures: {args.out}")
 
 
 if __name__ == "__main__":

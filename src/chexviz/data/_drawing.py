@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Literal, overload
 
 import numpy as np
 import numpy.typing as npt
@@ -488,6 +488,17 @@ class _Frontal:
         # nothing in the image outside the sign.
         self.sign_rng = np.random.default_rng(int(rng.integers(2**63)))
         self.boxes: dict[str, list[Box]] = {}
+        self.masks: dict[str, npt.NDArray[np.bool_]] = {}
+
+    def _add_mask(self, label: str, w: _Window, region: npt.NDArray[np.bool_]) -> None:
+        """Adds a sign's pixels (``region``, shaped like ``w``) to its full-image mask."""
+        mask = self.masks.setdefault(label, np.zeros(self.c.density.shape, dtype=np.bool_))
+        mask[w.rows, w.cols] |= np.broadcast_to(region, w.shape)
+
+    def _add_region(self, label: str, w: _Window, region: npt.NDArray[np.bool_]) -> None:
+        """Records a sign's pixels in its mask and their box (with margin) in its boxes."""
+        self._add_mask(label, w, region)
+        self._add_box(label, w.box(region))
 
     def _add_box(self, label: str, box: Box | None) -> None:
         """Records a sign's box, with the margin an annotator would leave, clipped to the image."""
@@ -528,6 +539,7 @@ class _Frontal:
         return e
 
     def render(self) -> tuple[npt.NDArray[np.uint8], dict[str, list[Box]]]:
+        """The image and the boxes of its signs; their pixel masks are left in ``masks``."""
         a, c, rng, signs = self.a, self.c, self.rng, self.signs
         full = c.everything()
         shape = full.shape
@@ -608,7 +620,7 @@ class _Frontal:
         if rows.size:
             band = np.zeros(full.shape, dtype=bool)
             band[rows[0] : rows[-1] + 1] = wide[rows[0] : rows[-1] + 1] > 0.5
-            self._add_box("Enlarged Cardiomediastinum", full.box(band))
+            self._add_region("Enlarged Cardiomediastinum", full, band)
         return wide
 
     def _heart(self, full: _Window, abdomen: Array) -> Array:
@@ -628,7 +640,7 @@ class _Frontal:
         out[w.rows, w.cols] = alpha
         if p is not None:
             visible = alpha * (1.0 - abdomen[w.rows, w.cols])
-            self._add_box("Cardiomegaly", w.box(visible > 0.5))
+            self._add_region("Cardiomegaly", w, visible > 0.5)
         return out
 
     def _markings(self, full: _Window, lung: Array) -> Array:
@@ -728,7 +740,7 @@ class _Frontal:
         line = _ramp(0.012 - np.abs(radius - edge), 0.01) * limit * local
         out[w.rows, w.cols] = rim
         c.add(w, 0.16 * line)
-        self._add_box("Pneumothorax", w.box((rim > 0.5) | (line > 0.5)))
+        self._add_region("Pneumothorax", w, (rim > 0.5) | (line > 0.5))
         return out
 
     def _effusion(self, p: Params, central: Array) -> None:
@@ -750,7 +762,7 @@ class _Frontal:
                 * (1.0 - central[w.rows, w.cols])
             )
             c.add(w, (_AERATED + 0.04) * p[f"{key}_amp"] * alpha)
-            self._add_box("Pleural Effusion", w.box(alpha > 0.5))
+            self._add_region("Pleural Effusion", w, alpha > 0.5)
 
     def _consolidation(self, p: Params, lung: Array) -> None:
         a, c, rng = self.a, self.c, self.sign_rng
@@ -773,7 +785,7 @@ class _Frontal:
             )
             bronchi = np.maximum(bronchi, _capsule(w, hilum, tip, 1.6))
         c.add(w, alpha * (p["amp"] * texture - 0.12 * bronchi))
-        self._add_box("Consolidation", w.box(alpha > 0.5))
+        self._add_region("Consolidation", w, alpha > 0.5)
 
     def _opacity(self, p: Params, lung: Array) -> None:
         c, rng = self.c, self.sign_rng
@@ -787,7 +799,7 @@ class _Frontal:
         )
         alpha = patchy * lung[w.rows, w.cols]
         c.add(w, p["amp"] * alpha)
-        self._add_box("Lung Opacity", w.box(alpha > 0.2))
+        self._add_region("Lung Opacity", w, alpha > 0.2)
 
     def _edema(self, p: Params, lung: Array) -> None:
         # One box over both lungs: edema is a single, bilateral perihilar finding.
@@ -802,6 +814,7 @@ class _Frontal:
             grain = 0.85 + 0.15 * _smooth_noise(rng, w.shape, 6.0)
             alpha = haze * lung[w.rows, w.cols]
             c.add(w, p["amp"] * alpha * grain)
+            self._add_mask("Edema", w, alpha > 0.3)
             part = w.box(alpha > 0.3)
             if part is not None:
                 parts.append(part)
@@ -824,7 +837,7 @@ class _Frontal:
             band = np.maximum(band, second)
         alpha = band * lung[w.rows, w.cols]
         c.add(w, p["amp"] * alpha)
-        self._add_box("Atelectasis", w.box(alpha > 0.5))
+        self._add_region("Atelectasis", w, alpha > 0.5)
 
     def _lesion(self, p: Params) -> None:
         c = self.c
@@ -842,7 +855,7 @@ class _Frontal:
         edge = r * (1.0 + p["lobes"] * np.cos(3.0 * theta + p["phase"]))
         alpha = _ramp(edge - np.sqrt(dx * dx + dy * dy), 1.5)
         c.add(w, p["amp"] * alpha)
-        self._add_box("Lung Lesion", w.box(alpha > 0.5))
+        self._add_region("Lung Lesion", w, alpha > 0.5)
 
     def _devices(self, p: Params) -> None:
         a, c = self.a, self.c
@@ -891,6 +904,7 @@ class _Frontal:
             c.density += (_METAL / 255.0) * np.asarray(image, dtype=np.float32)
             x0, y0, x1, y1 = bbox
             self._add_box("Support Devices", (x0, y0, x1, y1))
+            self._add_mask("Support Devices", c.everything(), np.asarray(image) > 0)
 
 
 def _finish(density: Array, rng: np.random.Generator) -> npt.NDArray[np.uint8]:
@@ -907,6 +921,7 @@ def _finish(density: Array, rng: np.random.Generator) -> npt.NDArray[np.uint8]:
     return np.clip(noisy + 0.5, 0, 255).astype(np.uint8)
 
 
+@overload
 def render_frontal(
     anatomy: Anatomy,
     signs: Mapping[str, Params],
@@ -915,7 +930,36 @@ def render_frontal(
     *,
     ap: bool,
     rng: np.random.Generator,
-) -> tuple[npt.NDArray[np.uint8], dict[str, list[Box]]]:
+    masks: Literal[False] = False,
+) -> tuple[npt.NDArray[np.uint8], dict[str, list[Box]]]: ...
+
+
+@overload
+def render_frontal(
+    anatomy: Anatomy,
+    signs: Mapping[str, Params],
+    width: int,
+    height: int,
+    *,
+    ap: bool,
+    rng: np.random.Generator,
+    masks: Literal[True],
+) -> tuple[npt.NDArray[np.uint8], dict[str, list[Box]], dict[str, npt.NDArray[np.bool_]]]: ...
+
+
+def render_frontal(
+    anatomy: Anatomy,
+    signs: Mapping[str, Params],
+    width: int,
+    height: int,
+    *,
+    ap: bool,
+    rng: np.random.Generator,
+    masks: bool = False,
+) -> (
+    tuple[npt.NDArray[np.uint8], dict[str, list[Box]]]
+    | tuple[npt.NDArray[np.uint8], dict[str, list[Box]], dict[str, npt.NDArray[np.bool_]]]
+):
     """Draws a frontal (PA or AP) chest radiograph.
 
     Args:
@@ -925,12 +969,19 @@ def render_frontal(
         height: Image height in pixels.
         ap: Whether the film is AP (slightly magnified heart, less inspiration).
         rng: Source of the per-image jitter and noise.
+        masks: Also return each drawn sign's pixel mask (the pixels its box is drawn around,
+            without the box margin); the image is the same either way.
 
     Returns:
         The ``(height, width)`` uint8 image and, per drawn observation, the pixel boxes of its
-        sign (one per separate part: each lung of a bilateral finding, each device).
+        sign (one per separate part: each lung of a bilateral finding, each device); with
+        ``masks``, also per drawn observation a boolean mask ``(height, width)``.
     """
-    return _Frontal(anatomy, signs, width, height, ap=ap, rng=rng).render()
+    frontal = _Frontal(anatomy, signs, width, height, ap=ap, rng=rng)
+    pixels, boxes = frontal.render()
+    if masks:
+        return pixels, boxes, frontal.masks
+    return pixels, boxes
 
 
 # --------------------------------------------------------------------------------------------

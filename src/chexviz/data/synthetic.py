@@ -9,13 +9,18 @@ root/CheXpert-v1.0-small/
     train/patient00001/study1/view1_frontal.jpg ...
     valid/patient00201/study1/view1_frontal.jpg ...
     train_boxes.csv, valid_boxes.csv     # Path,label,x0,y0,x1,y1,width,height
+    gt_segmentations_val.json            # CheXlocalize ground truth of valid/: RLE masks
+    gt_annotations_val.json              # ... and the same as polygons
     chexviz_synthetic.json               # the manifest: arguments and generator version
 ```
 
 Frontal images are drawn chest radiographs (lungs, heart, mediastinum, diaphragm, ribs,
 clavicles, spine, soft tissue, noise) in which every observation of `SIGN_LABELS` that is
 labelled positive (``1.0``) shows a visible sign in its anatomical place, and the sign's pixel
-box is written to the box file. Uncertain (``-1.0``), negative and blank labels get no sign, so
+box is written to the box file. The validation images with a sign also get CheXlocalize-format
+ground truth (see `chexviz.data.chexlocalize`): the pixels of each drawn sign, as polygons
+(their outer contours) and as the RLE masks those polygons fill, so the two files agree pixel
+for pixel. Uncertain (``-1.0``), negative and blank labels get no sign, so
 the uncertain cells are really negative images; lateral views never carry signs or boxes.
 Labels follow the frequencies of the real ``train.csv`` (`LABEL_FREQUENCIES`).
 """
@@ -43,6 +48,14 @@ from chexviz._internal.system import usable_cpus
 from chexviz._version import __version__
 from chexviz.data import _drawing
 from chexviz.data.boxes import BOX_COLUMNS
+from chexviz.data.chexlocalize import (
+    CheXlocalizeFormat,
+    Polygon,
+    cxr_id,
+    mask_to_polygons,
+    polygons_to_mask,
+    write_chexlocalize,
+)
 from chexviz.data.labels import CHEXPERT_LABELS
 
 __all__ = [
@@ -98,7 +111,7 @@ _FOLDER = "CheXpert-v1.0-small"
 _HEADER = ("Path", "Sex", "Age", "Frontal/Lateral", "AP/PA", *CHEXPERT_LABELS)
 _CELLS = ("1.0", "-1.0", "0.0", "")
 _GENERATOR = "chexviz.synthetic"  # a stable identity written in manifests, not a module path
-_GENERATOR_VERSION = 2  # bump whenever the output for given arguments changes
+_GENERATOR_VERSION = 3  # bump whenever the output for given arguments changes
 _SPLITS = {"train": 0, "valid": 1}
 _MAX_PATIENTS = 99_999  # patient ids have five digits, as in the release
 _FEMALE = 90_777 / 223_413
@@ -106,6 +119,10 @@ _AP = 161_590 / (161_590 + 29_420)
 _STUDY_P = 1 / 2.9  # a geometric number of studies per patient, mean 2.9 as in the release
 _MAX_STUDIES = 10
 _MIN_PARALLEL_PATIENTS = 64
+_TRUTH_FILES: dict[CheXlocalizeFormat, str] = {
+    "segmentations": "gt_segmentations_val.json",
+    "annotations": "gt_annotations_val.json",
+}
 
 
 class _Task(NamedTuple):
@@ -122,6 +139,8 @@ class _Task(NamedTuple):
 class _Result(NamedTuple):
     rows: list[list[str]]
     boxes: list[list[str | int]]
+    # (CXR id, (height, width), label -> polygons) of each validation image with a sign.
+    truths: list[tuple[str, tuple[int, int], dict[str, list[Polygon]]]]
 
 
 def make_synthetic_chexpert(
@@ -294,7 +313,10 @@ def _is_complete(folder: Path, manifest: Mapping[str, Any]) -> bool:
                 return False
             if key == "images" and not all((folder.parent / row[0]).is_file() for row in rows):
                 return False
-    return True
+    localized = counts.get("valid_localized")
+    if localized is None:
+        return False
+    return localized == 0 or all((folder / name).is_file() for name in _TRUTH_FILES.values())
 
 
 def _write_json(path: Path, data: Mapping[str, Any]) -> None:
@@ -361,6 +383,18 @@ def _generate(
         _write_csv(folder / f"{split}_boxes.csv", BOX_COLUMNS, boxes)
         counts[f"{split}_images"] = len(rows)
         counts[f"{split}_boxes"] = len(boxes)
+    truths = [truth for result in results["valid"] for truth in result.truths]
+    counts["valid_localized"] = len(truths)
+    if truths:
+        for format, name in _TRUTH_FILES.items():
+            masks = (
+                (
+                    cxr,
+                    {label: polygons_to_mask(polygons, size) for label, polygons in drawn.items()},
+                )
+                for cxr, size, drawn in truths
+            )
+            write_chexlocalize(folder / name, masks, format=format)
     return counts
 
 
@@ -387,7 +421,7 @@ def _write_csv(path: Path, header: Iterable[str], rows: Iterable[Iterable[object
 
 
 def _run_task(task: _Task) -> _Result:
-    result = _Result([], [])
+    result = _Result([], [], [])
     for index in range(task.start, task.stop):
         _make_patient(task, index, result)
     return result
@@ -418,12 +452,19 @@ def _make_patient(task: _Task, index: int, out: _Result) -> None:
             relative = f"{_FOLDER}/{task.split}/{patient}/study{study}/view{view}_{kind}.jpg"
             drawn: dict[str, list[_drawing.Box]] = {}
             if frontal:
-                pixels, drawn = _drawing.render_frontal(
-                    anatomy, signs, width, height, ap=projection == "AP", rng=rng
+                pixels, drawn, masks = _drawing.render_frontal(
+                    anatomy, signs, width, height, ap=projection == "AP", rng=rng, masks=True
                 )
                 missing = [label for label in signs if not drawn.get(label)]
                 if missing:  # would make the box file disagree with the labels
                     raise RuntimeError(f"signs {missing} of {relative} fell outside the image")
+                if valid and masks:
+                    polygons = {
+                        label: mask_to_polygons(masks[label])
+                        for label in SIGN_LABELS
+                        if label in masks
+                    }
+                    out.truths.append((cxr_id(relative), (height, width), polygons))
             else:
                 pixels = _drawing.render_lateral(anatomy, width, height, rng=rng)
             path = Path(task.folder).parent / relative

@@ -4,6 +4,15 @@ Imports [`chexviz.models`][chexviz.models] and [`chexviz.data`][chexviz.data]; n
 [`chexviz.training`][chexviz.training].
 """
 
+from chexviz.explain.chexlocalize import (
+    CheXlocalizeScores,
+    CheXlocalizeTuning,
+    read_tuning_csv,
+    run_chexlocalize,
+    score_chexlocalize,
+    segment_heatmap,
+    tune_chexlocalize,
+)
 from chexviz.explain.explanation import Explanation
 from chexviz.explain.faithfulness import deletion_score, insertion_score, score_faithfulness
 from chexviz.explain.gradcam import METHODS, GradCAM
@@ -20,6 +29,8 @@ from chexviz.explain.report import save_study_figure, study_figure, write_html_r
 
 __all__ = [
     "METHODS",
+    "CheXlocalizeScores",
+    "CheXlocalizeTuning",
     "Explanation",
     "GradCAM",
     "box_iou",
@@ -29,10 +40,15 @@ __all__ = [
     "insertion_score",
     "overlay_heatmap",
     "pointing_game",
+    "read_tuning_csv",
+    "run_chexlocalize",
     "save_study_figure",
+    "score_chexlocalize",
     "score_faithfulness",
     "score_localization",
+    "segment_heatmap",
     "study_figure",
     "summarize_localization",
+    "tune_chexlocalize",
     "write_html_report",
 ]
