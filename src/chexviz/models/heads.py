@@ -264,7 +264,7 @@ class StudyAttentionHead(nn.Module):
             ValueError: If the feature map is not ``feature_shape``.
         """
         self._check(features)
-        normalised = self.norm(self.pool(features))
+        normalised: torch.Tensor = self.norm(self.pool(features))
         logits = self._gate_logits(normalised)
         weights = functional.logsigmoid(logits).flatten(2).softmax(dim=-1)  # [B, 1, h*w]
         return (normalised.flatten(2) * weights).sum(dim=-1)
