@@ -5,6 +5,7 @@ import io
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from html.parser import HTMLParser
@@ -420,3 +421,60 @@ def test_html_report_stays_small(tmp_path: Path) -> None:
     path = write_html_report(explanation, tmp_path / "r.html")
     per_image = path.stat().st_size / batch
     assert per_image < 40_000  # noise compresses worst; the demo's 368 images stay a few MB
+
+
+_DOM_STUB = """
+const codes = JSON.parse(process.argv[1]);
+const sections = codes.map((c) => ({
+  hidden: false, getAttribute: (name) => (name === "data-outcomes" ? JSON.stringify(c) : null),
+}));
+const control = () => ({ value: "", on: {}, addEventListener(e, f) { this.on[e] = f; } });
+const elements = {
+  filters: { hidden: true }, finding: control(), outcome: control(), shown: { textContent: "" },
+};
+global.document = {
+  getElementById: (id) => elements[id],
+  querySelectorAll: () => sections,
+};
+require("vm").runInThisContext(require("fs").readFileSync(0, "utf8"));
+const results = [elements.filters.hidden];
+for (const [finding, outcome] of JSON.parse(process.argv[2])) {
+  elements.finding.value = finding;
+  elements.outcome.value = outcome;
+  elements.finding.on.change();
+  results.push(sections.map((s, i) => (s.hidden ? null : i)).filter((i) => i !== null));
+}
+results.push(elements.shown.textContent);
+console.log(JSON.stringify(results));
+"""
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="needs Node.js to run the page's script")
+def test_html_report_filters_by_finding_and_outcome() -> None:
+    codes = [
+        {"Edema": "tp", "Effusion": "tn"},
+        {"Edema": "fp", "Effusion": "fn"},
+        {"Edema": "tn", "Effusion": "tp"},
+        {"Edema": "na", "Effusion": "tn"},
+    ]
+    queries = [
+        ["", ""],  # everything
+        ["Edema", ""],  # Edema positive in truth or prediction
+        ["", "fp"],  # any false positive
+        ["Effusion", "fn"],
+        ["", "correct"],  # no error on any label
+        ["Effusion", "correct"],
+        ["Edema", "tp"],
+    ]
+    done = subprocess.run(
+        ["node", "-e", _DOM_STUB, json.dumps(codes), json.dumps(queries)],
+        input=report._FILTER_SCRIPT,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    shown_form, *selected, count = json.loads(done.stdout)
+    assert shown_form is False  # the script reveals the filter form
+    assert selected == [[0, 1, 2, 3], [0, 1], [1], [1], [0, 2, 3], [0, 2, 3], [0]]
+    assert count == "1 of 4 images shown"
