@@ -8,11 +8,14 @@ from chexviz.explain.explanation import Explanation
 from chexviz.explain.faithfulness import deletion_score, insertion_score, score_faithfulness
 from chexviz.explain.gradcam import METHODS, GradCAM
 from chexviz.explain.localization import (
+    anatomical_prior,
     box_iou,
     chance_pointing_rate,
     energy_in_box,
+    map_peak,
     pointing_game,
     score_localization,
+    select_boxes,
     summarize_localization,
 )
 from chexviz.explain.overlay import overlay_heatmap
@@ -22,16 +25,19 @@ __all__ = [
     "METHODS",
     "Explanation",
     "GradCAM",
+    "anatomical_prior",
     "box_iou",
     "chance_pointing_rate",
     "deletion_score",
     "energy_in_box",
     "insertion_score",
+    "map_peak",
     "overlay_heatmap",
     "pointing_game",
     "save_study_figure",
     "score_faithfulness",
     "score_localization",
+    "select_boxes",
     "study_figure",
     "summarize_localization",
     "write_html_report",
