@@ -11,20 +11,26 @@ import pytest
 
 from chexviz.data.synthetic import SIGN_LABELS
 from chexviz.demo import run_demo
+from conftest import trainers_on_device
 
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object]:
     out = tmp_path_factory.mktemp("demo")
-    result = run_demo(
-        out / "out",
-        images=80,
-        epochs=1,
-        image_size=32,
-        figures=2,
-        data_dir=out / "data",
-        progress=False,
-    )
+    # The model's buffers and outputs behave as on a GPU: the whole pipeline must move them to
+    # the CPU before NumPy, pandas or matplotlib sees them (see tests/test_device.py).
+    with pytest.MonkeyPatch.context() as patch:
+        trainers = trainers_on_device(patch)
+        result = run_demo(
+            out / "out",
+            images=80,
+            epochs=1,
+            image_size=32,
+            figures=2,
+            data_dir=out / "data",
+            progress=False,
+        )
+    assert len(trainers) == 1
     return out / "out", result
 
 
