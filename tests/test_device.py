@@ -103,6 +103,22 @@ def test_the_stand_in_behaves_like_a_cuda_tensor() -> None:
     assert isinstance(logits.sum().item(), float)
 
 
+def test_metric_functions_take_tensors_on_the_device() -> None:
+    from chexviz.training.metrics import compute_metrics
+    from chexviz.training.thresholds import tune_thresholds
+
+    model = MultiLabelClassifier("simple_cnn", labels=("a", "b"), image_size=16).eval()
+    put_on_device(model)
+    with torch.no_grad():
+        probs = torch.sigmoid(model(torch.rand(6, 1, 16, 16)))
+    targets = torch.tensor([[0.0, 1.0], [1.0, 0.0]] * 3).as_subclass(DeviceTensor)
+    metrics = compute_metrics(probs, targets, model.thresholds, model.labels)
+    expected = compute_metrics(probs.cpu(), targets.cpu(), [0.5, 0.5], model.labels)
+    np.testing.assert_array_equal(metrics.auroc, expected.auroc)
+    tuned = tune_thresholds(probs, targets, default=model.thresholds)
+    assert tuned.shape == (2,)
+
+
 def test_the_study_script_runs_with_the_model_on_a_device(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from chexviz._internal.arrays import on_host
 from chexviz._internal.datasets import unwrap_subsets
 from chexviz.data.labels import COMPETITION_LABELS, PolicyName, apply_policy
 
@@ -236,7 +237,7 @@ class Metrics:
 
 
 def _as_2d(name: str, values: np.ndarray | Sequence[Sequence[float]]) -> np.ndarray:
-    array = np.asarray(values, dtype=np.float64)
+    array = np.asarray(on_host(values), dtype=np.float64)
     if array.ndim != 2:
         raise ValueError(f"{name} must have shape [N, L], got {array.shape}")
     return array
@@ -253,8 +254,9 @@ def compute_metrics(
     """Compute AUROC, accuracy (at the thresholds and at 0.5), F1 and two baselines per label.
 
     Args:
-        probs: Predicted probabilities ``[N, L]`` in ``[0, 1]``; evaluate float32 (or wider)
-            probabilities: half-precision ones hold about three digits and create ties.
+        probs: Predicted probabilities ``[N, L]`` in ``[0, 1]`` (an array, or a tensor on any
+            device); evaluate float32 (or wider) probabilities: half-precision ones hold about
+            three digits and create ties.
         targets: Targets ``[N, L]`` in ``{0, 1}``; ``nan`` entries are ignored.
         thresholds: Decision threshold per label (``[L]``) or one for all; a label is
             predicted positive when ``probability >= threshold``. ``binary_accuracy`` always
@@ -279,7 +281,8 @@ def compute_metrics(
         raise ValueError(f"probs have shape {p.shape} but targets have shape {y.shape}")
     if p.shape[1] != len(names):
         raise ValueError(f"probs have {p.shape[1]} columns but {len(names)} labels were given")
-    thr = np.broadcast_to(np.asarray(thresholds, dtype=np.float64), (len(names),)).copy()
+    thr = np.broadcast_to(np.asarray(on_host(thresholds), dtype=np.float64), (len(names),))
+    thr = thr.copy()
     for j, name in enumerate(names):
         column = p[:, j]
         if (
