@@ -5,8 +5,10 @@ with seed 0, eval mode) and one random image are shared by every measurement:
 
 - (a) one plain forward pass of the image (``torch.no_grad``);
 - (b) ``GradCAM(model).explain(image, classes=all 14)``;
-- (c) pytorch-grad-cam's ``GradCAM`` on the same layer, one call per class (14 calls);
-  captum's ``LayerGradCam`` (14 calls) is timed alongside for reference;
+- (c) pytorch-grad-cam's ``GradCAM`` on the same layer, one call per class (14 calls), and
+  its batched use: the image repeated 14 times in one call, one target per row (one forward
+  of 14 images, one backward); captum's ``LayerGradCam`` (14 calls) is timed alongside for
+  reference;
 - (d) a batch of 64 images, each explained for its own predicted positives, against one
   forward pass of the batch; a one-pass variant that keeps the autograd graph of the layers
   before the target layer is timed afterwards, to show what running them without a graph
@@ -18,7 +20,8 @@ with seed 0, eval mode) and one random image are shared by every measurement:
 Timed items run round-robin (one of each per round, after one warm-up call each) and the table
 reports medians.
 
-Run with ``OMP_WAIT_POLICY=PASSIVE OMP_NUM_THREADS=1 python benchmarks/bench_gradcam.py``.
+Run with ``OMP_WAIT_POLICY=PASSIVE OMP_NUM_THREADS=1 python benchmarks/bench_gradcam.py``;
+``--single-only`` times only the single-image items (a) to (c).
 """
 
 from __future__ import annotations
@@ -114,6 +117,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=15, help="rounds for single-image items")
     parser.add_argument("--batch-rounds", type=int, default=5, help="rounds for batch items")
     parser.add_argument("--memory-calls", type=int, default=1000)
+    parser.add_argument(
+        "--single-only", action="store_true", help="time only the single-image items (a)-(c)"
+    )
     parser.add_argument("--json", help="also write the results to this JSON file")
     parser.add_argument("--peak", choices=["chexviz", "graph"], help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -140,6 +146,12 @@ def main() -> None:
         for k in classes:
             reference(image, targets=[ClassifierOutputTarget(k)])
 
+    repeated = image.repeat(len(classes), 1, 1, 1)
+    one_per_row = [ClassifierOutputTarget(k) for k in classes]
+
+    def reference_batched() -> None:
+        reference(repeated, targets=one_per_row)
+
     def captum_all() -> None:
         for k in classes:
             captum.attribute(image, target=k, relu_attributions=True)
@@ -149,12 +161,16 @@ def main() -> None:
             "forward": forward,
             "chexviz": lambda: cam.explain(image, classes=classes),
             "pytorch-grad-cam": reference_all,
+            "pytorch-grad-cam batched": reference_batched,
             "captum": captum_all,
         },
         args.rounds,
     )
     reference.activations_and_grads.release()
     model.zero_grad(set_to_none=True)  # pytorch-grad-cam's backward filled .grad
+    if args.single_only:
+        _print_single(single, args)
+        return
 
     batch = _images(BATCH, seed=2)
     explained = cam.explain(batch)
@@ -213,11 +229,7 @@ def main() -> None:
             json.dump(results, handle, indent=2)
 
 
-def _print(r: dict[str, Any], args: argparse.Namespace) -> None:
-    s, b, rss = r["single_s"], r["batch_s"], r["rss_mb"]
-    first, last = min(rss), max(rss)
-    print(f"{r['date']}, {r['machine']}, torch {r['torch']}, {r['threads']} thread(s)")
-    print(f"rounds: {args.rounds} single-image, {args.batch_rounds} batch; medians\n")
+def _single_rows(s: dict[str, float]) -> None:
     print("| measurement | median | ratio | goal |")
     print("| --- | ---: | ---: | --- |")
     print(f"| (a) forward, 1 image | {s['forward'] * 1e3:.1f} ms | 1.00x | |")
@@ -230,9 +242,36 @@ def _print(r: dict[str, Any], args: argparse.Namespace) -> None:
         f"{s['pytorch-grad-cam'] / s['chexviz']:.1f}x (b) | >= 20x (b) |"
     )
     print(
+        f"| (c) pytorch-grad-cam batched, 1 call of 14 rows | "
+        f"{s['pytorch-grad-cam batched'] * 1e3:.1f} ms | "
+        f"{s['pytorch-grad-cam batched'] / s['chexviz']:.1f}x (b) | |"
+    )
+    print(
         f"| captum LayerGradCam, 14 calls | {s['captum'] * 1e3:.1f} ms | "
         f"{s['captum'] / s['chexviz']:.1f}x (b) | |"
     )
+
+
+def _header(args: argparse.Namespace) -> None:
+    print(
+        f"{datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}, "
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"torch {torch.__version__}, {torch.get_num_threads()} thread(s)"
+    )
+
+
+def _print_single(s: dict[str, float], args: argparse.Namespace) -> None:
+    _header(args)
+    print(f"rounds: {args.rounds} single-image; medians\n")
+    _single_rows(s)
+
+
+def _print(r: dict[str, Any], args: argparse.Namespace) -> None:
+    s, b, rss = r["single_s"], r["batch_s"], r["rss_mb"]
+    first, last = min(rss), max(rss)
+    print(f"{r['date']}, {r['machine']}, torch {r['torch']}, {r['threads']} thread(s)")
+    print(f"rounds: {args.rounds} single-image, {args.batch_rounds} batch; medians\n")
+    _single_rows(s)
     print(f"| forward, batch of {BATCH} | {b['forward']:.2f} s | 1.00x | |")
     print(
         f"| (d) chexviz, batch of {BATCH}, {r['batch_maps']} maps ({r['batch_slots']} slots) | "

@@ -90,7 +90,12 @@ def learnability(
     from chexviz.data.dataset import CheXpertDataset
     from chexviz.data.splits import split_by_patient
     from chexviz.explain.gradcam import GradCAM
-    from chexviz.explain.localization import score_localization, summarize_localization
+    from chexviz.explain.localization import (
+        anatomical_prior,
+        score_localization,
+        select_boxes,
+        summarize_localization,
+    )
     from chexviz.models.classifier import MultiLabelClassifier
     from chexviz.training.trainer import Trainer
 
@@ -113,12 +118,14 @@ def learnability(
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     metrics = trainer.evaluate(test)
     model.eval()
+    boxes = load_boxes(release / "train_boxes.csv")
     scores = score_localization(
         GradCAM(model),
         test,
-        load_boxes(release / "train_boxes.csv"),
+        boxes,
         classes="true",
         progress=False,
+        prior=anatomical_prior(select_boxes(boxes, train), size),  # from the training split
     )
     table = summarize_localization(scores)
     table.insert(0, "auroc", pd.Series(dict(zip(SIGN_LABELS, metrics.auroc, strict=True))))
@@ -129,7 +136,10 @@ def learnability(
         "train_cpu_s": round(cpu, 1),
         "macro_auroc": round(float(np.nanmean(metrics.auroc)), 3),
         "pointing_overall": round(float(table.loc["overall", "hit_rate"]), 3),
+        "pointing_chance": round(float(table.loc["overall", "chance"]), 3),
+        "pointing_prior": round(float(table.loc["overall", "prior_hit_rate"]), 3),
         "pointing_label_mean": round(float(table.drop(index="overall")["hit_rate"].mean()), 3),
+        "prior_label_mean": round(float(table.drop(index="overall")["prior_hit_rate"].mean()), 3),
     }
     return table.round(3), summary
 

@@ -13,7 +13,7 @@ model = chexviz.MultiLabelClassifier("simple_cnn", image_size=64, labels=data.la
 trainer = chexviz.Trainer(model, lr=1e-3, epochs=3, out_dir=out / "checkpoints")
 trainer.fit(train, val)
 metrics = trainer.evaluate(test)
-print(metrics.to_frame()[["auroc", "accuracy", "all_negative_accuracy"]].round(3))
+print(metrics.to_frame()[["auroc", "binary_accuracy", "accuracy", "majority_accuracy"]].round(3))
 
 image, target = test[0]
 cam = chexviz.GradCAM(model)

@@ -5,9 +5,11 @@ from __future__ import annotations
 import csv
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 # Written out rather than built from CHEXPERT_LABELS: this is the release's header, the
@@ -109,3 +111,69 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip)
+
+
+# --------------------------------------------------------------------------------------------
+# A stand-in for an accelerator (see tests/test_device.py)
+
+
+class DeviceTensor(torch.Tensor):
+    """Stand-in for a tensor on an accelerator: NumPy refuses it until it is moved to the CPU.
+
+    Results of operations on it are ``DeviceTensor``s too (as results of CUDA operations are
+    CUDA tensors); ``.cpu()`` and ``.to("cpu")`` return plain tensors. ``.item()`` and
+    ``.tolist()`` keep working, as they do on CUDA.
+    """
+
+    @classmethod
+    def __torch_function__(
+        cls,
+        func: Callable[..., Any],
+        types: Any,
+        args: tuple[Any, ...] = (),
+        kwargs: dict[str, Any] | None = None,
+    ) -> Any:
+        kwargs = kwargs or {}
+        if func in (torch.Tensor.numpy, torch.Tensor.__array__):
+            raise TypeError(
+                "can't convert cuda:0 device type tensor to numpy. Use Tensor.cpu() to copy "
+                "the tensor to host memory first. (DeviceTensor stand-in)"
+            )
+        if func is torch.Tensor.cpu or (func is torch.Tensor.to and _to_cpu(args, kwargs)):
+            with torch._C.DisableTorchFunctionSubclass():
+                out = func(*args, **kwargs)
+            return out.as_subclass(torch.Tensor)
+        return super().__torch_function__(func, types, args, kwargs)
+
+
+def _to_cpu(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+    given = [*args[1:2], kwargs.get("device")]
+    return any(str(value) == "cpu" for value in given if isinstance(value, (str, torch.device)))
+
+
+def put_on_device(model: torch.nn.Module) -> None:
+    """Makes the model's floating-point buffers, and so every output, DeviceTensors."""
+    for module in model.modules():
+        for name, buffer in list(module._buffers.items()):
+            if buffer is not None and buffer.is_floating_point():
+                module._buffers[name] = buffer.as_subclass(DeviceTensor)
+
+
+def trainers_on_device(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """Makes every ``Trainer`` built from now on put its model on the DeviceTensor stand-in.
+
+    Returns:
+        The list the trainers are appended to as they are built.
+    """
+    from chexviz.training.trainer import Trainer
+
+    built: list[Trainer] = []
+    original = Trainer.__init__
+
+    def on_device(self: Trainer, model: torch.nn.Module, **kwargs: Any) -> None:
+        original(self, model, **kwargs)  # type: ignore[arg-type]  # moves it to its device
+        put_on_device(model)
+        built.append(self)
+
+    monkeypatch.setattr(Trainer, "__init__", on_device)
+    return built

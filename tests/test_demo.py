@@ -11,20 +11,26 @@ import pytest
 
 from chexviz.data.synthetic import SIGN_LABELS
 from chexviz.demo import run_demo
+from conftest import trainers_on_device
 
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object]:
     out = tmp_path_factory.mktemp("demo")
-    result = run_demo(
-        out / "out",
-        images=80,
-        epochs=1,
-        image_size=32,
-        figures=2,
-        data_dir=out / "data",
-        progress=False,
-    )
+    # The model's buffers and outputs behave as on a GPU: the whole pipeline must move them to
+    # the CPU before NumPy, pandas or matplotlib sees them (see tests/test_device.py).
+    with pytest.MonkeyPatch.context() as patch:
+        trainers = trainers_on_device(patch)
+        result = run_demo(
+            out / "out",
+            images=80,
+            epochs=1,
+            image_size=32,
+            figures=2,
+            data_dir=out / "data",
+            progress=False,
+        )
+    assert len(trainers) == 1
     return out / "out", result
 
 
@@ -43,10 +49,41 @@ def test_demo_writes_every_output(demo: tuple[Path, object]) -> None:
     ):
         assert (out / name).stat().st_size > 0, name
     metrics = pd.read_csv(out / "metrics.csv", index_col=0)
-    assert {"auroc", "accuracy", "f1", "all_negative_accuracy"} <= set(metrics.columns)
+    assert {
+        "auroc",
+        "accuracy",
+        "binary_accuracy",
+        "f1",
+        "all_negative_accuracy",
+        "majority_accuracy",
+    } <= set(metrics.columns)
     assert metrics.index[-1] == "macro"
+    excluded = pd.read_csv(out / "metrics_uncertain_excluded.csv", index_col=0)
+    assert (excluded["support"] <= metrics["support"]).all()
     summary = json.loads((out / "summary.json").read_text())
     assert summary["test_images"] > 0
+    for key in (
+        "accuracy_at_half",
+        "accuracy_tuned",
+        "all_negative_accuracy",
+        "majority_accuracy",
+        "competition_auroc",
+        "sign_macro_auroc_uncertain_excluded",
+        "pointing_game",
+        "pointing_chance",
+        "pointing_prior",
+        "iou_prior",
+        "energy_prior",
+    ):
+        assert key in summary, key
+    localisation = pd.read_csv(out / "localization_summary.csv", index_col=0)
+    assert {"hit_rate", "chance", "prior_hit_rate", "prior_iou", "prior_energy"} <= set(
+        localisation.columns
+    )
+    report = (out / "report.html").read_text()
+    assert "anatomical prior" in report
+    assert "majority class" in report
+    assert "data-outcomes" in report
 
 
 def test_demo_figures_are_in_range(demo: tuple[Path, object]) -> None:
@@ -55,8 +92,17 @@ def test_demo_figures_are_in_range(demo: tuple[Path, object]) -> None:
 
     assert isinstance(result, DemoResult)
     assert result.images >= result.test_images > 0
-    for value in (result.macro_accuracy, result.all_negative_accuracy, result.pointing_chance):
+    for value in (
+        result.accuracy_at_half,
+        result.accuracy_tuned,
+        result.all_negative_accuracy,
+        result.majority_accuracy,
+        result.pointing_chance,
+        result.pointing_prior,
+    ):
         assert 0.0 <= value <= 1.0
+    # the majority class is the best constant: never below all-negative
+    assert result.majority_accuracy >= result.all_negative_accuracy
     assert math.isnan(result.sign_macro_auroc) or 0.0 <= result.sign_macro_auroc <= 1.0
     scores = pd.read_csv(out / "localization.csv")
     assert set(scores["label"]) <= set(SIGN_LABELS)
@@ -87,3 +133,51 @@ def test_demo_scores_the_chexlocalize_protocol(demo: tuple[Path, object]) -> Non
     for value in located.values():
         assert math.isnan(value) or 0.0 <= value <= 1.0
     assert (out / "chexlocalize" / "localization.png").is_file()
+
+
+def _run_on_a_terminal(argv: list[str], cwd: Path) -> str:
+    """Runs a command in a pseudo-terminal (80 columns) and returns everything it wrote."""
+    import fcntl
+    import os
+    import pty
+    import select
+    import struct
+    import sys
+    import termios
+
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: its stdin, stdout and stderr are the terminal
+        os.chdir(cwd)
+        os.execv(sys.executable, [sys.executable, *argv])
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+    chunks = []
+    while True:
+        ready, _, _ = select.select([fd], [], [], 120)
+        if not ready:
+            os.kill(pid, 9)
+            break
+        try:
+            data = os.read(fd, 65536)
+        except OSError:  # the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, b"".join(chunks).decode(errors="replace")
+    return b"".join(chunks).decode(errors="replace")
+
+
+def test_demo_shows_its_stages_and_progress_on_a_terminal(tmp_path: Path) -> None:
+    argv = ["-m", "chexviz.cli", "demo", "--images", "60", "--epochs", "2", "--image-size", "32"]
+    argv += ["--out", str(tmp_path / "out"), "--data-dir", str(tmp_path / "data")]
+    shown = _run_on_a_terminal(argv, tmp_path)
+    summary = shown.index("chexviz demo: ")
+    before = shown[:summary]
+    for stage in range(1, 8):
+        assert f"chexviz demo [{stage}/7]" in before
+    for bar in ("synthetic CheXpert", "caching", "epoch 1/2", "epoch 2/2", "explaining"):
+        assert bar in before, bar
+    assert "%|" in before  # tqdm bars, drawn as they go
+    assert "anatomical prior" in shown[summary:]
+    assert "CheXlocalize" in shown[summary:]

@@ -35,11 +35,14 @@ from chexviz.explain.explanation import Explanation
 from chexviz.explain.faithfulness import deletion_score, insertion_score, score_faithfulness
 from chexviz.explain.gradcam import METHODS, GradCAM
 from chexviz.explain.localization import (
+    anatomical_prior,
     box_iou,
     chance_pointing_rate,
     energy_in_box,
+    map_peak,
     pointing_game,
     score_localization,
+    select_boxes,
     summarize_localization,
 )
 from chexviz.explain.overlay import overlay_heatmap
@@ -60,7 +63,7 @@ from chexviz.training.losses import (
     masked_bce_with_logits,
     pos_weight_from_targets,
 )
-from chexviz.training.metrics import Metrics, compute_metrics
+from chexviz.training.metrics import Metrics, compute_metrics, evaluation_targets
 from chexviz.training.thresholds import tune_thresholds
 from chexviz.training.trainer import Trainer
 
@@ -90,6 +93,7 @@ __all__ = [
     "Trainer",
     "WeightFileError",
     "__version__",
+    "anatomical_prior",
     "box_iou",
     "chance_pointing_rate",
     "compute_metrics",
@@ -97,12 +101,14 @@ __all__ = [
     "deletion_score",
     "encode_labels",
     "energy_in_box",
+    "evaluation_targets",
     "insertion_score",
     "list_backbones",
     "list_heads",
     "load_boxes",
     "load_image",
     "make_synthetic_chexpert",
+    "map_peak",
     "masked_bce_with_logits",
     "overlay_heatmap",
     "pointing_game",
@@ -118,6 +124,7 @@ __all__ = [
     "score_faithfulness",
     "score_localization",
     "segment_heatmap",
+    "select_boxes",
     "split_by_patient",
     "study_figure",
     "summarize_localization",

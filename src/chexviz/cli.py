@@ -12,14 +12,34 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from chexviz._version import __version__
+
+if TYPE_CHECKING:
+    from chexviz.data.dataset import CheXpertDataset
+    from chexviz.training.trainer import Trainer
 from chexviz.data.labels import CHEXPERT_LABELS, POLICY_NAMES, UncertaintyPolicy
 from chexviz.explain.gradcam import METHODS
 from chexviz.models.heads import list_heads
 
 _EXIT_ERROR = 1
 _EXIT_USAGE = 2
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends ``(default: ...)`` only where it tells the user something.
+
+    Not for on/off flags (``--no-progress`` would read "default: True"), not for options whose
+    default is "none given" (their help says what happens then), and not twice for a help line
+    that states its default itself.
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if action.default is None or isinstance(action.default, bool) or "default" in text:
+            return text
+        return super()._get_help_string(action)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -60,16 +80,21 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"chexviz {__version__}")
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("-v", "--verbose", action="store_true", help="log progress messages")
-    common.add_argument("--debug", action="store_true", help="log everything; show tracebacks")
     common.add_argument(
-        "--no-progress", dest="progress", action="store_false", help="hide progress bars"
+        "-v", "--verbose", action="store_true", help="log what each step does (INFO messages)"
+    )
+    common.add_argument(
+        "--debug", action="store_true", help="log everything and show the traceback of an error"
+    )
+    common.add_argument(
+        "--no-progress",
+        dest="progress",
+        action="store_false",
+        help="hide the stage lines and progress bars (they only ever show on a terminal)",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_command = functools.partial(
-        commands.add_parser,
-        parents=[common],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        commands.add_parser, parents=[common], formatter_class=_HelpFormatter
     )
 
     demo = add_command(
@@ -77,11 +102,22 @@ def _parser() -> argparse.ArgumentParser:
         help="train and explain on the built-in synthetic data set",
         description="Generate the synthetic CheXpert-format data set (cached for the next run), "
         "train a backbone on a patient split, evaluate it, explain the test images and score "
-        "the heatmaps against the synthetic boxes. Writes metrics, curves, figures, an HTML "
-        "report, localisation scores and the model into --out.",
+        "the heatmaps against the synthetic boxes. Prints each figure beside its strongest "
+        "trivial baseline and writes metrics, curves, figures, an HTML report, localisation "
+        "scores, summary.json and the model into --out.",
     )
-    demo.add_argument("--out", type=Path, default=Path("demo-out"), help="output folder")
-    demo.add_argument("--backbone", default=demo_defaults.DEFAULT_BACKBONE, help="backbone name")
+    demo.add_argument(
+        "--out",
+        type=Path,
+        default=Path("demo-out"),
+        help="folder for the outputs (created if missing)",
+    )
+    demo.add_argument(
+        "--backbone",
+        default=demo_defaults.DEFAULT_BACKBONE,
+        help="registered backbone to train (chexviz.list_backbones(): simple_cnn, resnet18, "
+        "densenet121, vgg16, ...)",
+    )
     demo.add_argument(
         "--images",
         type=int,
@@ -89,20 +125,29 @@ def _parser() -> argparse.ArgumentParser:
         help="about this many frontal images, split 70/10/20 by patient",
     )
     demo.add_argument(
-        "--epochs", type=int, default=demo_defaults.DEFAULT_EPOCHS, help="training epochs"
+        "--epochs",
+        type=int,
+        default=demo_defaults.DEFAULT_EPOCHS,
+        help="training epochs (the best validation epoch is kept)",
     )
     demo.add_argument(
         "--image-size",
         type=int,
         default=demo_defaults.DEFAULT_IMAGE_SIZE,
-        help="model input side in pixels",
+        help="side of the square model input, in pixels",
     )
     demo.add_argument(
         "--lr", type=float, default=demo_defaults.DEFAULT_LR, help="Adam learning rate"
     )
-    demo.add_argument("--seed", type=int, default=0, help="seed of data, split and training")
     demo.add_argument(
-        "--data-dir", type=Path, default=None, help="where the synthetic data is cached"
+        "--seed", type=int, default=0, help="seed of the data set, the split and training"
+    )
+    demo.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="where the synthetic data and its image cache are kept between runs "
+        "(default: $CHEXVIZ_DATA, else ~/.cache/chexviz)",
     )
     demo.set_defaults(run=_run_demo)
 
@@ -111,28 +156,72 @@ def _parser() -> argparse.ArgumentParser:
         help="train a model on a CheXpert release",
         description="Train on train.csv split by patient into train and validation sets, then "
         "evaluate on valid.csv when the release has one. Writes the model "
-        "(model.safetensors), checkpoints, the history and the metrics into --out.",
+        "(model.safetensors), checkpoints, the history and the metrics into --out. "
+        "--uncertainty only changes what the model trains on: validation and evaluation "
+        "always score uncertain labels as negative (and, beside it, left out).",
     )
-    train.add_argument("--data", type=Path, required=True, help="the CheXpert root folder")
-    train.add_argument("--backbone", required=True, help="registered backbone name")
-    train.add_argument("--out", type=Path, required=True, help="output folder")
+    train.add_argument(
+        "--data",
+        type=Path,
+        required=True,
+        help="the folder holding CheXpert-v1.0-small (or that folder itself)",
+    )
+    train.add_argument(
+        "--backbone",
+        required=True,
+        help="registered backbone (chexviz.list_backbones(): densenet121, mobilenet_v2, "
+        "inception_v3, vgg16, resnet18, simple_cnn, ...)",
+    )
+    train.add_argument(
+        "--out", type=Path, required=True, help="folder for the model, checkpoints and metrics"
+    )
     train.add_argument(
         "--uncertainty",
         type=_uncertainty,
         default="zeros",
-        help="zeros, ones, ignore, or per label: 'Atelectasis=ones,Edema=ones' (zeros elsewhere)",
+        help="what uncertain (-1) labels become for training: zeros, ones, ignore, or per "
+        "label such as 'Atelectasis=ones,Edema=ones' (zeros elsewhere)",
     )
-    train.add_argument("--image-size", type=int, default=128, help="model input side in pixels")
     train.add_argument(
-        "--in-channels", type=int, choices=(1, 3), default=1, help="greyscale or RGB input"
+        "--image-size", type=int, default=128, help="side of the square model input, in pixels"
     )
-    train.add_argument("--head", choices=list_heads(), default="linear", help="classification head")
-    train.add_argument("--pretrained", action="store_true", help="start from ImageNet weights")
-    train.add_argument("--epochs", type=int, default=15, help="training epochs")
-    train.add_argument("--batch-size", type=int, default=64, help="images per step")
+    train.add_argument(
+        "--in-channels",
+        type=int,
+        choices=(1, 3),
+        default=1,
+        help="1 for greyscale input, 3 to copy the grey image into RGB",
+    )
+    train.add_argument(
+        "--head",
+        choices=list_heads(),
+        default="linear",
+        help="classification head: linear (pooling + one layer), mlp (the reference study's "
+        "flatten head), study_attention (the study's attention model), attention_pool",
+    )
+    train.add_argument(
+        "--pretrained",
+        action="store_true",
+        help="start from torchvision's ImageNet weights (downloaded on first use)",
+    )
+    train.add_argument(
+        "--epochs", type=int, default=15, help="training epochs (the best validation one is kept)"
+    )
+    train.add_argument(
+        "--batch-size", type=int, default=64, help="images per optimizer step, over all processes"
+    )
     train.add_argument("--lr", type=float, default=2e-4, help="Adam learning rate")
     train.add_argument(
-        "--val-fraction", type=float, default=0.1, help="share of patients for validation"
+        "--val-fraction",
+        type=float,
+        default=0.1,
+        help="share of train.csv's patients held out to pick the epoch and tune thresholds",
+    )
+    train.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=None,
+        help="folder for the decoded-image cache (without it images are decoded every epoch)",
     )
     train.add_argument(
         "--cache-dir",
@@ -150,22 +239,48 @@ def _parser() -> argparse.ArgumentParser:
         help="DataLoader worker processes (default: 0 on CPU; on CUDA the CPUs per process "
         "less one, at most 8)",
     )
-    train.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
-    train.add_argument("--resume", action="store_true", help="continue from --out/last")
-    train.add_argument("--seed", type=int, default=0, help="seed of the split and training")
+    train.add_argument(
+        "--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1, ..."
+    )
+    train.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted run from --out/last.safetensors",
+    )
+    train.add_argument(
+        "--seed", type=int, default=0, help="seed of the split, the data order and the weights"
+    )
     train.set_defaults(run=_run_train)
 
     evaluate = add_command(
         "evaluate",
         help="evaluate a saved model on a CheXpert CSV",
-        description="Print per-label AUROC, accuracy, F1 and the all-negative baseline.",
+        description="Print per-label AUROC, accuracy at 0.5 and at the model's thresholds, F1, "
+        "and the all-negative and majority-class baselines, twice: with uncertain labels "
+        "counted as negative (the reference study's choice), then with them left out. The "
+        "answers are the CSV's own cells, whatever policy the model was trained with.",
     )
-    evaluate.add_argument("--model", type=Path, required=True, help="a .safetensors model")
-    evaluate.add_argument("--data", type=Path, required=True, help="the CheXpert root folder")
-    evaluate.add_argument("--csv", default="valid.csv", help="CSV inside the release folder")
-    evaluate.add_argument("--uncertainty", type=_uncertainty, default="zeros", help="as for train")
-    evaluate.add_argument("--out", type=Path, default=None, help="also write metrics.csv here")
-    evaluate.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    evaluate.add_argument(
+        "--model", type=Path, required=True, help="a model written by chexviz train or demo"
+    )
+    evaluate.add_argument(
+        "--data",
+        type=Path,
+        required=True,
+        help="the folder holding CheXpert-v1.0-small (or that folder itself)",
+    )
+    evaluate.add_argument(
+        "--csv", default="valid.csv", help="the CSV to score, inside the release folder"
+    )
+    evaluate.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="also write metrics.csv and metrics_uncertain_excluded.csv into this folder",
+    )
+    evaluate.add_argument(
+        "--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1, ..."
+    )
     evaluate.set_defaults(run=_run_evaluate)
 
     explain = add_command(
@@ -173,20 +288,27 @@ def _parser() -> argparse.ArgumentParser:
         help="explain images with Grad-CAM",
         description="Write a study-style figure per image and one HTML report for all images.",
     )
-    explain.add_argument("images", type=Path, nargs="+", metavar="IMAGE", help="image files")
-    explain.add_argument("--model", type=Path, required=True, help="a .safetensors model")
-    explain.add_argument("--out", type=Path, required=True, help="output folder")
+    explain.add_argument(
+        "images", type=Path, nargs="+", metavar="IMAGE", help="X-ray image files (JPEG, PNG)"
+    )
+    explain.add_argument(
+        "--model", type=Path, required=True, help="a model written by chexviz train or demo"
+    )
+    explain.add_argument(
+        "--out", type=Path, required=True, help="folder for the figures and report.html"
+    )
     explain.add_argument(
         "--classes",
         type=_classes,
         default=None,
-        help="comma-separated label names to explain (default: the predicted positives)",
+        help="comma-separated label names to explain (default: each image's predicted "
+        "positives, at the model's thresholds)",
     )
     explain.add_argument(
         "--method",
         choices=METHODS,
         default="gradcam",
-        help="the CAM method",
+        help="how gradients become a map (see the explanations guide)",
     )
     explain.set_defaults(run=_run_explain)
 
@@ -252,7 +374,7 @@ def _classes(text: str) -> list[str]:
 
 
 def _run_demo(args: argparse.Namespace) -> None:
-    from chexviz.demo import run_demo
+    from chexviz.demo import format_summary, run_demo
 
     result = run_demo(
         args.out,
@@ -265,32 +387,7 @@ def _run_demo(args: argparse.Namespace) -> None:
         data_dir=args.data_dir,
         progress=args.progress,
     )
-    print(
-        f"chexviz demo: {result.images} synthetic frontal images, {args.backbone}, "
-        f"{args.epochs} epochs, {result.seconds:.0f} s"
-    )
-    print(f"  test macro-AUROC, drawn signs   {result.sign_macro_auroc:.3f}")
-    print(f"  test macro-AUROC, all labels    {result.macro_auroc:.3f}")
-    print(
-        f"  test macro-accuracy             {result.macro_accuracy:.3f} "
-        f"(all-negative predictor: {result.all_negative_accuracy:.3f})"
-    )
-    print(
-        f"  Grad-CAM pointing game          {result.pointing_game:.3f} "
-        f"(random point: {result.pointing_chance:.3f})"
-    )
-    located = result.chexlocalize
-    print(
-        f"  CheXlocalize mIoU (valid)       {located['miou']:.3f} "
-        f"[{located['miou_lower']:.3f}, {located['miou_upper']:.3f}] (anatomical prior: "
-        f"{located['prior_miou']:.3f}, whole image: {located['chance_miou']:.3f})"
-    )
-    print(
-        f"  CheXlocalize hit rate (valid)   {located['hit_rate']:.3f} "
-        f"[{located['hit_rate_lower']:.3f}, {located['hit_rate_upper']:.3f}] (anatomical prior: "
-        f"{located['prior_hit_rate']:.3f}, random point: {located['chance_hit_rate']:.3f})"
-    )
-    print(f"  report: {result.report}")
+    print(format_summary(result, backbone=args.backbone, epochs=args.epochs))
 
 
 def _run_train(args: argparse.Namespace) -> None:
@@ -353,10 +450,7 @@ def _run_train(args: argparse.Namespace) -> None:
         valid = dataset("valid.csv")
     except FileNotFoundError:
         return
-    metrics = trainer.evaluate(valid)  # collective: every rank evaluates
-    if main:
-        metrics.to_frame().to_csv(args.out / "metrics.csv")
-        print(metrics.to_frame().to_string(float_format="%.3f"))
+    _print_metrics(trainer, valid, args.out if main else None, quiet=not main)
 
 
 def _run_evaluate(args: argparse.Namespace) -> None:
@@ -370,16 +464,42 @@ def _run_evaluate(args: argparse.Namespace) -> None:
         args.csv,
         image_size=model.image_size,
         in_channels=model.in_channels,
-        uncertainty=args.uncertainty,
         labels=model.labels,
         progress=args.progress,
     )
-    metrics = Trainer(model, device=args.device, progress=args.progress).evaluate(data)
-    frame = metrics.to_frame()
-    if args.out is not None:
-        args.out.mkdir(parents=True, exist_ok=True)
-        frame.to_csv(args.out / "metrics.csv")
-    print(frame.to_string(float_format="%.3f"))
+    trainer = Trainer(model, device=args.device, progress=args.progress)
+    _print_metrics(trainer, data, args.out)
+
+
+def _print_metrics(
+    trainer: Trainer, data: CheXpertDataset, out: Path | None, *, quiet: bool = False
+) -> None:
+    """Prints (and writes into ``out``) the metrics, uncertain labels negative then left out.
+
+    Every process must call it (evaluation is collective under torchrun); ``quiet`` ones
+    evaluate without printing.
+    """
+    tables = {
+        "metrics.csv": ("uncertain labels counted as negative", trainer.evaluate(data)),
+        "metrics_uncertain_excluded.csv": (
+            "uncertain labels left out",
+            trainer.evaluate(data, uncertain="exclude"),
+        ),
+    }
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+    if quiet:
+        return
+    for number, (name, (heading, metrics)) in enumerate(tables.items()):
+        frame = metrics.to_frame()
+        if out is not None:
+            frame.to_csv(out / name)
+        print(f"{chr(10) if number else ''}{data.csv_path.name}, {heading}:")
+        print(frame.to_string(float_format="%.3f"))
+        print(
+            f"mean AUROC over the 5 competition labels {metrics.competition_auroc:.3f} "
+            "(chance 0.500)"
+        )
 
 
 def _run_explain(args: argparse.Namespace) -> None:

@@ -3,7 +3,12 @@
 It generates (or reuses) the synthetic CheXpert-format data set, splits it by patient, trains a
 backbone, evaluates it, explains the test images and scores the heatmaps against the synthetic
 ground-truth boxes. Every output is a file in ``out_dir``; [`run_demo`][chexviz.demo.run_demo]
-returns the headline figures.
+returns the headline figures, each beside its strongest trivial baseline, and
+[`format_summary`][chexviz.demo.format_summary] lays them out as ``chexviz demo`` prints them.
+
+On a terminal the run says which stage it is in and shows progress bars (generation, caching,
+each training epoch, explanation, localisation); elsewhere (logs, CI) it stays quiet and logs
+the stages at INFO level.
 """
 
 from __future__ import annotations
@@ -12,27 +17,49 @@ import json
 import logging
 import math
 import os
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
+from tqdm.auto import tqdm
 
 from chexviz._internal.atomic import write_bytes_atomic
-from chexviz.data.boxes import load_boxes
+from chexviz.data.boxes import load_boxes, scale_boxes
 from chexviz.data.chexlocalize import read_chexlocalize
 from chexviz.data.dataset import CheXpertDataset
 from chexviz.data.splits import split_by_patient
 from chexviz.data.synthetic import SIGN_LABELS, make_synthetic_chexpert
 from chexviz.explain.chexlocalize import run_chexlocalize
+from chexviz.explain.explanation import Explanation
 from chexviz.explain.gradcam import GradCAM
-from chexviz.explain.localization import score_localization, summarize_localization
+from chexviz.explain.localization import (
+    anatomical_prior,
+    score_localization,
+    select_boxes,
+    summarize_localization,
+)
 from chexviz.explain.report import save_study_figure, write_html_report
 from chexviz.models.classifier import MultiLabelClassifier
-from chexviz.training.metrics import Metrics
+from chexviz.training.metrics import Metrics, evaluation_targets
 from chexviz.training.trainer import Trainer
+
+__all__ = [
+    "DEFAULT_BACKBONE",
+    "DEFAULT_EPOCHS",
+    "DEFAULT_IMAGES",
+    "DEFAULT_IMAGE_SIZE",
+    "DEFAULT_LR",
+    "SPLIT_FRACTIONS",
+    "DemoResult",
+    "default_data_dir",
+    "format_summary",
+    "run_demo",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -53,21 +80,39 @@ _EXPLAIN_BATCH = 32
 _FRONTAL_PER_PATIENT = 2.8
 """Frontal images per patient that the synthetic generator draws on average (measured)."""
 
+_STAGES = 7
+
 
 @dataclass(frozen=True)
 class DemoResult:
-    """The headline figures of a demo run and where its outputs are.
+    """The headline figures of a demo run, their baselines, and where its outputs are.
+
+    Classification figures are on the test patients, scored against the fixed answer key
+    (uncertain labels negative, see
+    [`evaluation_targets`][chexviz.training.metrics.evaluation_targets]).
 
     Attributes:
         out_dir: The folder holding every output.
         images: Frontal images used (train + validation + test).
         test_images: Images in the test split.
-        macro_auroc: Test macro-AUROC over all labels with a defined AUROC.
+        macro_auroc: Test macro-AUROC over all labels with a defined AUROC (chance: 0.5).
         sign_macro_auroc: Test macro-AUROC over the labels the synthetic data draws signs for.
-        macro_accuracy: Test macro-accuracy at the tuned thresholds (the reference study's metric).
-        all_negative_accuracy: Macro-accuracy of the constant "all negative" predictor.
-        pointing_game: Share of boxed test findings whose heatmap maximum falls in the box.
-        pointing_chance: The same share for a uniformly random point on the same boxes.
+        sign_macro_auroc_uncertain_excluded: The same with uncertain labels left out instead
+            of counted as negative.
+        competition_auroc: Mean test AUROC over the five CheXpert competition labels.
+        accuracy_at_half: Mean per-label accuracy at probability 0.5, the reference study's
+            metric (Keras' ``binary_accuracy``).
+        accuracy_tuned: Mean per-label accuracy at the thresholds tuned on validation.
+        all_negative_accuracy: Mean accuracy of the constant "all negative" predictor.
+        majority_accuracy: Mean accuracy of the per-label majority class (the best constant).
+        boxed_findings: Boxed test findings scored for localisation.
+        pointing_game: Share of them whose Grad-CAM peak falls in the box.
+        pointing_chance: The same share for a uniformly random point.
+        pointing_prior: The same share for the anatomical prior (mean training box per label).
+        iou: Mean IoU of the Grad-CAM maps (at 0.5) with the boxes.
+        iou_prior: The same for the anatomical prior.
+        energy: Mean share of the Grad-CAM maps' mass inside the boxes.
+        energy_prior: The same for the anatomical prior (a flat map's is ``pointing_chance``).
         chexlocalize: The CheXlocalize protocol on the synthetic validation patients (never
             trained on), mean over pathologies: ``miou``, ``hit_rate`` and their
             ``_lower``/``_upper`` bounds, ``prior_miou``, ``prior_hit_rate``, ``chance_miou``,
@@ -84,16 +129,42 @@ class DemoResult:
     test_images: int
     macro_auroc: float
     sign_macro_auroc: float
-    macro_accuracy: float
+    sign_macro_auroc_uncertain_excluded: float
+    competition_auroc: float
+    accuracy_at_half: float
+    accuracy_tuned: float
     all_negative_accuracy: float
+    majority_accuracy: float
+    boxed_findings: int
     pointing_game: float
     pointing_chance: float
+    pointing_prior: float
+    iou: float
+    iou_prior: float
+    energy: float
+    energy_prior: float
     chexlocalize: dict[str, float]
     seconds: float
     report: Path
     model: Path
     data: Path
     cache: Path
+
+
+class _Stages:
+    """Announces the stages: one line each on a terminal (between the bars), else INFO logs."""
+
+    def __init__(self, progress: bool) -> None:
+        self.visible = progress and sys.stderr.isatty()
+        self.number = 0
+
+    def __call__(self, message: str, *args: object) -> None:
+        self.number += 1
+        text = message % args if args else message
+        if self.visible:
+            tqdm.write(f"chexviz demo [{self.number}/{_STAGES}] {text}", file=sys.stderr)
+        else:
+            logger.info("stage %d/%d: %s", self.number, _STAGES, text)
 
 
 def default_data_dir() -> Path:
@@ -124,14 +195,17 @@ def run_demo(
 ) -> DemoResult:
     """Trains, evaluates and explains a model on the synthetic CheXpert-format data set.
 
-    Writes to ``out_dir``: ``metrics.csv`` (per-label AUROC, accuracy, F1 and the all-negative
-    baseline on the test split), ``history.csv``/``history.json``/``curves.png`` (training
-    curves), ``figures/*.png`` (study-style figures of a few test images), ``report.html``
-    (every explained test image), ``localization.csv`` and ``localization_summary.csv``
-    (pointing game, IoU and energy against the synthetic boxes, beside the chance rate),
-    ``model.safetensors``, ``summary.json`` and ``chexlocalize/`` (the CheXlocalize protocol
-    on the synthetic validation patients: see
-    [`run_chexlocalize`][chexviz.explain.chexlocalize.run_chexlocalize]).
+    Writes to ``out_dir``: ``metrics.csv`` (per-label AUROC, accuracy at 0.5 and at the tuned
+    thresholds, F1 and the all-negative and majority-class baselines on the test split, uncertain
+    labels negative) and ``metrics_uncertain_excluded.csv`` (the same with uncertain labels left
+    out), ``history.csv``/``history.json``/``curves.png`` (training curves), ``figures/*.png``
+    (study-style figures of a few test images), ``report.html`` (every explained test image with
+    its answer key and boxes), ``localization.csv`` and ``localization_summary.csv`` (pointing
+    game, IoU and energy against the synthetic boxes, beside chance and the anatomical prior
+    built from the training split's boxes), ``chexlocalize/`` (the CheXlocalize protocol on the
+    synthetic validation patients: see
+    [`run_chexlocalize`][chexviz.explain.chexlocalize.run_chexlocalize]), ``model.safetensors``
+    and ``summary.json`` (the fields of [`DemoResult`][chexviz.demo.DemoResult]).
 
     The defaults differ from the reference study's (lr 2e-4, 128 px, 15 epochs, VGG-16 et al.)
     so that the demo finishes in minutes on a 2-core CPU; `examples/reproduce_study.py` keeps
@@ -149,7 +223,7 @@ def run_demo(
         figures: How many study-style figures to save.
         data_dir: Where the synthetic data set and its image cache live (reused across runs);
             defaults to [`default_data_dir`][chexviz.demo.default_data_dir].
-        progress: Show progress bars (only ever on a terminal).
+        progress: On a terminal, announce the stages and show progress bars.
 
     Returns:
         The headline figures and output paths.
@@ -166,13 +240,14 @@ def run_demo(
         if value < minimum:
             raise ValueError(f"{name} must be at least {minimum}, got {value}")
     started = time.perf_counter()
+    stage = _Stages(progress)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     data_root = Path(data_dir) if data_dir is not None else default_data_dir()
     torch.manual_seed(seed)
 
     patients = max(10, math.ceil(images / _FRONTAL_PER_PATIENT))
-    logger.info("synthetic data set: %d patients under %s", patients, data_root)
+    stage("synthetic data: %d patients under %s", patients, data_root)
     folder = make_synthetic_chexpert(
         data_root / f"synthetic-{patients}-{seed}",
         n_patients=patients,
@@ -190,6 +265,13 @@ def run_demo(
     train, val, test = split_by_patient(dataset, SPLIT_FRACTIONS, seed=seed)
     logger.info("patient split: %d train, %d val, %d test", len(train), len(val), len(test))
 
+    stage(
+        "training %s for %d epochs on %d images (%d to validate)",
+        backbone,
+        epochs,
+        len(train),
+        len(val),
+    )
     model = MultiLabelClassifier(backbone, image_size=image_size, labels=dataset.labels)
     trainer = Trainer(
         model,
@@ -205,20 +287,50 @@ def run_demo(
     history.to_json(out / "history.json")
     history.plot(out / "curves.png")
 
+    stage("evaluating on the %d test images", len(test))
     metrics = trainer.evaluate(test)
+    excluded = trainer.evaluate(test, uncertain="exclude")
     metrics.to_frame().to_csv(out / "metrics.csv")
+    excluded.to_frame().to_csv(out / "metrics_uncertain_excluded.csv")
     model_path = out / "model.safetensors"
     model.save(model_path)
 
+    stage("scoring Grad-CAM against the test boxes, beside chance and the anatomical prior")
     boxes = load_boxes(folder / "train_boxes.csv")
+    # The prior learns where each finding sits from the training split only.
+    prior = anatomical_prior(select_boxes(boxes, train), image_size)
     cam = GradCAM(model)
-    scores = score_localization(cam, test, boxes, classes="true", progress=progress)
-    report = _explain_test_images(cam, test, out, figures)
+    scores = score_localization(cam, test, boxes, classes="true", progress=progress, prior=prior)
     scores.to_csv(out / "localization.csv", index=False)
     summary = summarize_localization(scores)
     summary.to_csv(out / "localization_summary.csv")
 
+    stage("scoring Grad-CAM masks with the CheXlocalize protocol on the validation patients")
     localized = _chexlocalize(cam, folder, image_size, out / "chexlocalize", progress)
+
+    stage("explaining the test images' predicted positives")
+    explanations, names = _explain(cam, test, progress)
+    (out / "figures").mkdir(exist_ok=True)
+    for rank, (explanation, i) in enumerate(_with_positives(explanations)[:figures]):
+        save_study_figure(explanation, out / "figures" / f"test_{rank:02d}.png", index=i)
+
+    stage("writing the HTML report")
+    report = write_html_report(
+        explanations,
+        out / "report.html",
+        names=names,
+        title=f"chexviz demo: {backbone} on {len(test)} synthetic test images",
+        truth=evaluation_targets(test),
+        boxes=_boxes_per_image(boxes, test, image_size),
+        summaries={
+            f"Classification on the {len(test)} test images (uncertain labels negative)": (
+                _classification_table(metrics, excluded)
+            ),
+            "Localisation of the boxed findings: Grad-CAM, chance and the anatomical prior": (
+                summary
+            ),
+        },
+    )
 
     # Boxes exist only for SIGN_LABELS, so the pooled "overall" row is the signs' score.
     overall = summary.loc["overall"]
@@ -228,10 +340,20 @@ def run_demo(
         test_images=len(test),
         macro_auroc=metrics.macro_auroc,
         sign_macro_auroc=_macro(metrics, SIGN_LABELS),
-        macro_accuracy=metrics.macro_accuracy,
+        sign_macro_auroc_uncertain_excluded=_macro(excluded, SIGN_LABELS),
+        competition_auroc=metrics.competition_auroc,
+        accuracy_at_half=metrics.macro_binary_accuracy,
+        accuracy_tuned=metrics.macro_accuracy,
         all_negative_accuracy=metrics.macro_all_negative_accuracy,
+        majority_accuracy=metrics.macro_majority_accuracy,
+        boxed_findings=int(overall["explained"]),
         pointing_game=float(overall["hit_rate"]),
         pointing_chance=float(overall["chance"]),
+        pointing_prior=float(overall["prior_hit_rate"]),
+        iou=float(overall["iou"]),
+        iou_prior=float(overall["prior_iou"]),
+        energy=float(overall["energy"]),
+        energy_prior=float(overall["prior_energy"]),
         chexlocalize=localized,
         seconds=time.perf_counter() - started,
         report=report,
@@ -259,37 +381,164 @@ def _chexlocalize(
     return {key: float(mean[key]) for key in keys}
 
 
+def format_summary(result: DemoResult, *, backbone: str, epochs: int) -> str:
+    """The figures of a demo run as ``chexviz demo`` prints them, each beside its baselines.
+
+    Args:
+        result: What [`run_demo`][chexviz.demo.run_demo] returned.
+        backbone: The backbone it trained (for the first line).
+        epochs: The epochs it trained (for the first line).
+
+    Returns:
+        A few lines of text, the last naming the report.
+    """
+    rows = [
+        ("macro-AUROC, the drawn signs", result.sign_macro_auroc, "chance 0.500"),
+        (
+            "  the same, uncertain labels left out",
+            result.sign_macro_auroc_uncertain_excluded,
+            "chance 0.500",
+        ),
+        ("macro-AUROC, all 14 labels", result.macro_auroc, "chance 0.500"),
+        ("mean AUROC, 5 CheXpert competition labels", result.competition_auroc, "chance 0.500"),
+        (
+            "accuracy at 0.5 (the study's metric)",
+            result.accuracy_at_half,
+            f"all-negative {result.all_negative_accuracy:.3f}, "
+            f"majority class {result.majority_accuracy:.3f}",
+        ),
+        (
+            "accuracy at the tuned thresholds",
+            result.accuracy_tuned,
+            f"all-negative {result.all_negative_accuracy:.3f}, "
+            f"majority class {result.majority_accuracy:.3f}",
+        ),
+        (
+            f"pointing game, {result.boxed_findings} boxed findings",
+            result.pointing_game,
+            f"random point {result.pointing_chance:.3f}, "
+            f"anatomical prior {result.pointing_prior:.3f}",
+        ),
+        ("IoU with the boxes", result.iou, f"anatomical prior {result.iou_prior:.3f}"),
+        (
+            "energy in the boxes",
+            result.energy,
+            f"flat map {result.pointing_chance:.3f}, anatomical prior {result.energy_prior:.3f}",
+        ),
+    ]
+    lines = [
+        f"chexviz demo: {result.images} synthetic frontal images, {backbone}, {epochs} epochs, "
+        f"{result.seconds:.0f} s; on the {result.test_images} test images:",
+        f"  {'':44} {'chexviz':>8}   baselines",
+    ]
+    lines += [f"  {name:44} {value:8.3f}   {baseline}" for name, value, baseline in rows]
+    behind = [
+        name
+        for name, ours, prior in (
+            ("pointing game", result.pointing_game, result.pointing_prior),
+            ("IoU", result.iou, result.iou_prior),
+            ("energy", result.energy, result.energy_prior),
+        )
+        if not ours > prior
+    ]
+    located = result.chexlocalize
+    lines += [
+        "  CheXlocalize protocol on the validation patients (mean over pathologies, 95% CI):",
+        f"  {'  mIoU':44} {located['miou']:8.3f}   [{located['miou_lower']:.3f}, "
+        f"{located['miou_upper']:.3f}]; whole image {located['chance_miou']:.3f}, "
+        f"anatomical prior {located['prior_miou']:.3f}",
+        f"  {'  hit rate':44} {located['hit_rate']:8.3f}   [{located['hit_rate_lower']:.3f}, "
+        f"{located['hit_rate_upper']:.3f}]; random point {located['chance_hit_rate']:.3f}, "
+        f"anatomical prior {located['prior_hit_rate']:.3f}",
+    ]
+    behind += [
+        f"CheXlocalize {name}"
+        for name, ours, prior in (
+            ("mIoU", located["miou"], located["prior_miou"]),
+            ("hit rate", located["hit_rate"], located["prior_hit_rate"]),
+        )
+        if not ours > prior
+    ]
+    if behind:
+        lines.append(f"  Grad-CAM does not beat the anatomical prior on: {', '.join(behind)}")
+    lines.append(f"  report: {result.report}")
+    return "\n".join(lines)
+
+
 def _macro(metrics: Metrics, labels: Sequence[str]) -> float:
     values = [metrics.auroc[metrics.labels.index(label)] for label in labels]
     defined = [value for value in values if not math.isnan(value)]
     return float(np.mean(defined)) if defined else math.nan
 
 
-def _explain_test_images(
-    cam: GradCAM,
+def _classification_table(metrics: Metrics, excluded: Metrics) -> pd.DataFrame:
+    frame = metrics.to_frame()
+    table: pd.DataFrame = pd.DataFrame(
+        {
+            "AUROC": frame["auroc"],
+            "AUROC, uncertain left out": excluded.to_frame()["auroc"],
+            "accuracy at 0.5": frame["binary_accuracy"],
+            "accuracy, tuned": frame["accuracy"],
+            "all-negative": frame["all_negative_accuracy"],
+            "majority class": frame["majority_accuracy"],
+            "positives": frame["positives"],
+            "images": frame["support"],
+        }
+    )
+    return table
+
+
+def _test_items(
     test: torch.utils.data.Subset[tuple[torch.Tensor, torch.Tensor]],
-    out: Path,
-    figures: int,
-) -> Path:
-    """Explains every test image's predicted positives; saves figures and the HTML report."""
+) -> CheXpertDataset:
     base = test.dataset
     if not isinstance(base, CheXpertDataset):
         raise TypeError(f"expected a Subset of a CheXpertDataset, got one of {type(base).__name__}")
+    return base
+
+
+def _explain(
+    cam: GradCAM,
+    test: torch.utils.data.Subset[tuple[torch.Tensor, torch.Tensor]],
+    progress: bool,
+) -> tuple[list[Explanation], list[str]]:
+    """Explains every test image's predicted positives, in batches."""
+    base = _test_items(test)
     explanations = []
     names: list[str] = []
     indices = list(test.indices)
-    for start in range(0, len(indices), _EXPLAIN_BATCH):
-        chunk = indices[start : start + _EXPLAIN_BATCH]
-        images = torch.stack([base[i][0] for i in chunk])
-        explanations.append(cam.explain(images))
-        names.extend(str(base.frame["Path"].iloc[i]) for i in chunk)
-    (out / "figures").mkdir(exist_ok=True)
-    with_positives = [
+    with tqdm(
+        total=len(indices), unit="img", desc="explaining", disable=None if progress else True
+    ) as bar:
+        for start in range(0, len(indices), _EXPLAIN_BATCH):
+            chunk = indices[start : start + _EXPLAIN_BATCH]
+            images = torch.stack([base[i][0] for i in chunk])
+            explanations.append(cam.explain(images))
+            names.extend(str(base.frame["Path"].iloc[i]) for i in chunk)
+            bar.update(len(chunk))
+    return explanations, names
+
+
+def _with_positives(explanations: list[Explanation]) -> list[tuple[Explanation, int]]:
+    return [
         (explanation, i)
         for explanation in explanations
         for i in range(len(explanation))
         if explanation.classes[i]
     ]
-    for rank, (explanation, i) in enumerate(with_positives[:figures]):
-        save_study_figure(explanation, out / "figures" / f"test_{rank:02d}.png", index=i)
-    return write_html_report(explanations, out / "report.html", names=names)
+
+
+def _boxes_per_image(
+    boxes: pd.DataFrame,
+    test: torch.utils.data.Subset[tuple[torch.Tensor, torch.Tensor]],
+    size: int,
+) -> list[dict[str, np.ndarray] | None]:
+    """Per test image, label -> its boxes in the model input's pixels (None without boxes)."""
+    base = _test_items(test)
+    scaled = scale_boxes(select_boxes(boxes, test), size)
+    by_path: dict[str, dict[str, np.ndarray]] = {}
+    for (path, label), group in scaled.groupby(["Path", "label"], sort=False):
+        by_path.setdefault(str(path), {})[str(label)] = group[["x0", "y0", "x1", "y1"]].to_numpy(
+            dtype=np.float64
+        )
+    return [by_path.get(str(base.frame["Path"].iloc[i])) for i in test.indices]

@@ -1,6 +1,7 @@
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from torch import nn
@@ -180,8 +181,8 @@ def _explanation(images: torch.Tensor) -> Explanation:
 def test_score_faithfulness_rows_and_reference() -> None:
     model = RegionModel()
     frame = score_faithfulness(model, _explanation(torch.ones(2, 1, SIZE, SIZE)), baseline="zero")
-    # per image: one random-order pass per mode for both classes, one pass per class and mode
-    assert model.calls == 2 * (2 + 2 * 2)
+    # per image and mode: one pass per random field (5) for both classes, one per class
+    assert model.calls == 2 * 2 * (5 + 2)
     assert list(frame.columns) == [
         "index",
         "label",
@@ -190,7 +191,9 @@ def test_score_faithfulness_rows_and_reference() -> None:
         "deletion",
         "insertion",
         "deletion_random",
+        "deletion_random_std",
         "insertion_random",
+        "insertion_random_std",
     ]
     assert frame["index"].tolist() == [0, 0, 1, 1]
     assert frame["label"].tolist() == ["Region", "Anti"] * 2
@@ -198,11 +201,44 @@ def test_score_faithfulness_rows_and_reference() -> None:
     region = frame[frame["label"] == "Region"]
     assert (region["deletion"] < region["deletion_random"]).all()
     assert (region["insertion"] > region["insertion_random"]).all()
-    # an all-zero map is the random order itself
-    anti = frame[frame["label"] == "Anti"]
-    np.testing.assert_allclose(anti["deletion"], anti["deletion_random"])
+    assert (frame["deletion_random_std"] >= 0).all()
     plain = score_faithfulness(model, _explanation(torch.ones(1, 1, SIZE, SIZE)), reference=False)
     assert "deletion_random" not in plain.columns
+    with pytest.raises(ValueError, match="references must be at least 1"):
+        score_faithfulness(model, _explanation(torch.ones(1, 1, SIZE, SIZE)), references=0)
+
+
+def _flat_explanation(count: int, side: int) -> Explanation:
+    """``count`` identical images whose one explained class has an all-zero map."""
+    zero = torch.zeros(side, side)
+    return Explanation(
+        images=torch.ones(count, 1, side, side),
+        labels=("Region", "Anti"),
+        probabilities=torch.full((count, 2), 0.9),
+        thresholds=torch.full((2,), 0.5),
+        classes=tuple(("Region",) for _ in range(count)),
+        heatmaps=tuple({"Region": zero} for _ in range(count)),
+        raw_maps=tuple({"Region": zero[:2, :2]} for _ in range(count)),
+        zero_maps=tuple(frozenset({"Region"}) for _ in range(count)),
+        layer="features",
+        method="gradcam",
+    )
+
+
+def test_random_references_are_independent_per_image_and_of_the_maps_ties() -> None:
+    model = RegionModel()
+    frame = score_faithfulness(model, _flat_explanation(6, 48), baseline="zero", references=1)
+    # identical images: one shared field would give one reference score for all of them
+    assert frame["deletion_random"].nunique() > 1
+    # an all-zero map is ordered by its own tie field, not by the field of its reference
+    assert (frame["deletion"] != frame["deletion_random"]).sum() >= 3
+    assert (frame["deletion_random_std"] == 0).all()  # one field: no spread
+    several = score_faithfulness(model, _flat_explanation(2, 48), baseline="zero")
+    assert (several["deletion_random_std"] > 0).all()
+    again = score_faithfulness(model, _flat_explanation(2, 48), baseline="zero")
+    pd.testing.assert_frame_equal(several, again)  # seeded: reproducible
+    other = score_faithfulness(model, _flat_explanation(2, 48), baseline="zero", seed=1)
+    assert not other["deletion_random"].equals(several["deletion_random"])
 
 
 class Recorder(nn.Module):

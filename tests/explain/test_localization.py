@@ -15,12 +15,15 @@ from chexviz.data.synthetic import make_synthetic_chexpert
 from chexviz.explain.explanation import Explanation
 from chexviz.explain.gradcam import GradCAM
 from chexviz.explain.localization import (
+    anatomical_prior,
     box_iou,
     box_mask,
     chance_pointing_rate,
     energy_in_box,
+    map_peak,
     pointing_game,
     score_localization,
+    select_boxes,
     summarize_localization,
 )
 from chexviz.models.classifier import MultiLabelClassifier
@@ -84,12 +87,34 @@ def test_pointing_game_hits_and_misses() -> None:
     assert pointing_game(heat, [(4, 2, 8, 8), (0, 0, 4, 4)])
 
 
-def test_pointing_game_ties_and_constant_maps() -> None:
+def test_pointing_game_scores_one_point_and_constant_maps_none() -> None:
     heat = np.zeros((4, 4))
-    heat[0, 0] = heat[3, 3] = 1.0
-    assert pointing_game(heat, (3, 3, 4, 4))  # any of the tied maxima
+    heat[0, 3] = heat[3, 0] = 1.0
+    # tied maxima: the first in row-major order (top-most, then left-most) is the one point
+    assert map_peak(heat) == (0, 3)
+    assert pointing_game(heat, (3, 0, 4, 1))
+    assert not pointing_game(heat, (0, 3, 1, 4))  # the other maximum does not count
+    assert map_peak(np.zeros((4, 4))) is None
     assert not pointing_game(np.zeros((4, 4)), (0, 0, 4, 4))  # a flat map points nowhere
     assert not pointing_game(np.full((4, 4), 0.3), (0, 0, 2, 2))
+
+
+def test_an_upsampled_corner_plateau_is_one_point_not_a_border_of_hits() -> None:
+    """Bilinear upsampling of a 2x2 map with its maximum in a corner cell gives a plateau of
+    tied pixels along two borders; only one of them may count."""
+    raw = torch.tensor([[0.0, 0.0], [0.0, 1.0]])[None, None]
+    heat = torch.nn.functional.interpolate(raw, size=(16, 16), mode="bilinear")[0, 0]
+    plateau = heat == heat.max()
+    assert plateau.sum() > 1
+    peak = map_peak(heat)
+    assert peak is not None
+    assert plateau[peak]
+    assert peak == (12, 12)  # the plateau is the 4x4 corner square; its first pixel points
+    # a box over the rest of the plateau: "any tied maximum" would call it a hit
+    beside = (13, 12, 16, 16)
+    assert plateau.numpy()[box_mask(beside, (16, 16))].any()
+    assert not pointing_game(heat, beside)
+    assert pointing_game(heat, (12, 12, 13, 13))
 
 
 def test_box_iou_values() -> None:
@@ -293,7 +318,11 @@ def test_oracle_maps_score_perfectly(synthetic: tuple[CheXpertDataset, pd.DataFr
         "iou",
         "energy",
         "chance",
+        "prior_hit",
+        "prior_iou",
+        "prior_energy",
     ]
+    assert scores["prior_hit"].isna().all()  # no prior given
 
 
 def test_chance_is_the_box_fraction_at_dataset_size(
@@ -440,6 +469,9 @@ def test_summary_numbers() -> None:
             "iou": [0.5, 0.1, 0.3, np.nan],
             "energy": [0.6, 0.2, 0.4, np.nan],
             "chance": [0.1, 0.3, 0.2, 0.5],
+            "prior_hit": pd.array([True, True, False, None], dtype="boolean"),
+            "prior_iou": [0.2, 0.4, 0.0, np.nan],
+            "prior_energy": [0.3, 0.5, 0.1, np.nan],
         }
     )
     summary = summarize_localization(scores)
@@ -452,5 +484,140 @@ def test_summary_numbers() -> None:
     overall = summary.loc["overall"]
     assert overall.hit_rate == pytest.approx(1 / 3)
     assert overall.energy == pytest.approx(0.4)
+    assert overall.prior_hit_rate == pytest.approx(2 / 3)
+    assert summary.loc["Edema", "prior_iou"] == pytest.approx(0.1)
+    assert overall.prior_energy == pytest.approx(0.3)
     with pytest.raises(KeyError, match="hit"):
         summarize_localization(scores.drop(columns="hit"))
+
+
+# --------------------------------------------------------------------------------------------
+# the anatomical prior
+
+
+def _boxes_frame(rows: list[tuple[str, str, int, int, int, int]], side: int) -> pd.DataFrame:
+    frame = pd.DataFrame(rows, columns=["Path", "label", "x0", "y0", "x1", "y1"])
+    return frame.assign(width=side, height=side)
+
+
+def test_anatomical_prior_is_the_normalised_mean_of_the_findings_masks() -> None:
+    boxes = _boxes_frame(
+        [
+            ("a.jpg", "Edema", 0, 0, 8, 8),
+            ("b.jpg", "Edema", 0, 0, 4, 4),
+            ("b.jpg", "Edema", 12, 12, 16, 16),  # a second box of the same finding
+            ("a.jpg", "Cardiomegaly", 4, 4, 12, 12),
+        ],
+        side=32,  # scaled to 16 px maps: every coordinate halves
+    )
+    prior = anatomical_prior(boxes, 16)
+    assert list(prior) == ["Edema", "Cardiomegaly"]
+    first = box_mask((0, 0, 4, 4), (16, 16)).astype(float)
+    second = box_mask([(0, 0, 2, 2), (6, 6, 8, 8)], (16, 16)).astype(float)
+    np.testing.assert_allclose(prior["Edema"], (first + second) / 2 / 1.0)  # min 0, max 1
+    assert map_peak(prior["Edema"]) == (0, 0)
+    assert set(anatomical_prior(boxes, 16, labels=["Cardiomegaly", "Fracture"])) == {"Cardiomegaly"}
+    same = anatomical_prior(_boxes_frame([("a.jpg", "Edema", 0, 0, 16, 16)], 16), 16)
+    assert not same["Edema"].any()  # a constant mean points nowhere
+    with pytest.raises(ValueError, match="size must be positive"):
+        anatomical_prior(boxes, 0)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> CheXpertDataset:
+    from conftest import write_chexpert
+
+    root = tmp_path_factory.mktemp("tiny")
+    write_chexpert(root, patients=8, studies=1, lateral=False, size=(SIZE, SIZE))
+    return CheXpertDataset(root, image_size=SIZE, progress=False)
+
+
+class PointingCAM:
+    """Explains every requested class with a one-pixel map at a chosen point per image."""
+
+    def __init__(self, dataset: CheXpertDataset, points: dict[str, tuple[int, int]]) -> None:
+        self.path_of = {
+            dataset[i][0].numpy().tobytes(): str(path) for i, path in enumerate(dataset.frame.Path)
+        }
+        self.points = points
+
+    def explain(
+        self, images: torch.Tensor, classes: Sequence[Sequence[str]] | None, /
+    ) -> Explanation:
+        assert classes is not None
+        maps = []
+        for image, names in zip(images, classes, strict=True):
+            heat = torch.zeros(SIZE, SIZE)
+            heat[self.points[self.path_of[image.numpy().tobytes()]]] = 1.0
+            maps.append(dict.fromkeys(names, heat))
+        return Explanation(
+            images=images,
+            labels=CHEXPERT_LABELS,
+            probabilities=torch.full((len(images), len(CHEXPERT_LABELS)), 0.9),
+            thresholds=torch.full((len(CHEXPERT_LABELS),), 0.5),
+            classes=tuple(tuple(names) for names in classes),
+            heatmaps=tuple(maps),
+            raw_maps=tuple(maps),
+            zero_maps=tuple(frozenset() for _ in classes),
+            layer="test",
+            method="gradcam",
+        )
+
+
+LEFT, RIGHT = (4, 0, 8, 8), (8, 8, 12, 16)
+
+
+def _split_scores(tiny: CheXpertDataset, train_boxes, test_boxes, points):
+    paths = list(tiny.frame.Path)
+    train, test = Subset(tiny, range(0, 5)), Subset(tiny, range(5, 8))
+    boxes = _boxes_frame(
+        [(paths[i], "Cardiomegaly", *box) for i, box in enumerate(train_boxes)]
+        + [(paths[5 + i], "Cardiomegaly", *box) for i, box in enumerate(test_boxes)],
+        SIZE,
+    )
+    training = select_boxes(boxes, train)
+    assert set(training.Path) == set(paths[:5])  # the prior never sees the test boxes
+    prior = anatomical_prior(training, SIZE)
+    cam = PointingCAM(tiny, {paths[5 + i]: point for i, point in enumerate(points)})
+    scores = score_localization(cam, test, boxes, classes="true", progress=False, prior=prior)
+    return summarize_localization(scores).loc["overall"]
+
+
+def test_the_prior_wins_when_the_maps_miss_the_anatomy(tiny: CheXpertDataset) -> None:
+    # the finding always sits in the same place; the maps point at the opposite corner
+    overall = _split_scores(tiny, [LEFT] * 5, [LEFT] * 3, [(15, 15)] * 3)
+    assert overall.hit_rate == 0.0
+    assert overall.prior_hit_rate == 1.0
+    assert overall.prior_iou == 1.0
+    assert overall.prior_energy == 1.0
+    assert overall.energy == 0.0
+
+
+def test_the_prior_loses_when_the_finding_moves_and_the_maps_follow(tiny: CheXpertDataset) -> None:
+    # training boxes mostly on the left, so the prior points there; the test findings are on
+    # the right and the maps point into each of them
+    overall = _split_scores(
+        tiny, [LEFT, LEFT, LEFT, RIGHT, RIGHT], [RIGHT] * 3, [(8, 8), (12, 9), (15, 11)]
+    )
+    assert overall.hit_rate == 1.0
+    assert overall.prior_hit_rate == 0.0
+    assert overall.energy == 1.0
+    assert overall.prior_energy < 1.0
+    assert overall.chance == pytest.approx(32 / 256)
+
+
+def test_prior_maps_must_fit_the_dataset(tiny: CheXpertDataset) -> None:
+    paths = list(tiny.frame.Path)
+    boxes = _boxes_frame([(paths[0], "Cardiomegaly", *LEFT)], SIZE)
+    cam = PointingCAM(tiny, {paths[0]: (0, 0)})
+    with pytest.raises(ValueError, match=r"prior\['Cardiomegaly'\] of shape \(8, 8\)"):
+        score_localization(
+            cam,
+            tiny,
+            boxes,
+            classes="true",
+            progress=False,
+            prior={"Cardiomegaly": np.ones((8, 8))},
+        )
+    with pytest.raises(KeyError, match="Path"):
+        select_boxes(boxes.drop(columns="Path"), tiny)

@@ -1,18 +1,23 @@
 import base64
 import dataclasses
+import hashlib
 import io
+import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from PIL import Image
 
+from chexviz.explain import report
 from chexviz.explain.explanation import Explanation
 from chexviz.explain.report import save_study_figure, study_figure, write_html_report
 
@@ -122,16 +127,28 @@ class _Collector(HTMLParser):
         self.text: list[str] = []
         self.tags: list[str] = []
         self.positive_rows = 0
+        self.scripts: list[str] = []
+        self.sections: list[dict[str, str | None]] = []
+        self._in_script = False
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         self.tags.append(tag)
+        self._in_script = tag == "script"
         if tag == "img":
             self.images.append(dict(attrs))
         if tag == "tr" and ("class", "positive") in attrs:
             self.positive_rows += 1
+        if tag == "section":
+            self.sections.append(dict(attrs))
+
+    def handle_endtag(self, tag: str) -> None:
+        self._in_script = False
 
     def handle_data(self, data: str) -> None:
-        self.text.append(data)
+        if self._in_script:
+            self.scripts.append(data)
+        else:
+            self.text.append(data)
 
 
 def _parse(path: Path) -> _Collector:
@@ -149,18 +166,21 @@ def test_html_report_embeds_every_picture(tmp_path: Path) -> None:
     parsed = _parse(path)
     # 3 images x (input + 2 overlays)
     assert len(parsed.images) == 9
+    modes = []
     for image in parsed.images:
         source = image["src"] or ""
-        assert source.startswith("data:image/png;base64,")
+        assert source.startswith("data:image/jpeg;base64,")
         with Image.open(io.BytesIO(base64.b64decode(source.split(",", 1)[1]))) as picture:
             assert picture.size == (SIZE, SIZE)
-            assert picture.mode == "RGB"
+            modes.append(picture.mode)
+    # the grey inputs are grey JPEGs, the RGB input and every overlay colour ones
+    assert modes == ["L", "RGB", "RGB"] * 2 + ["RGB"] * 3
     text = "".join(parsed.text)
     for name in ("a.jpg", "b.jpg", "c.jpg", "Pleural Effusion (63.3%)"):
         assert name in text
     assert parsed.positive_rows == 3 * 2
-    assert "script" not in parsed.tags
-    assert "http" not in path.read_text()  # nothing to fetch: the file stands alone
+    assert parsed.scripts == [report._FILTER_SCRIPT]  # the only script: no data in it
+    assert re.search(r"https?:|src=\"//", path.read_text()) is None  # nothing to fetch
 
 
 def test_html_report_escapes_all_text(tmp_path: Path) -> None:
@@ -168,11 +188,11 @@ def test_html_report_escapes_all_text(tmp_path: Path) -> None:
     explanation = _explanation(labels=(evil, "B & C", '"quoted"', "D"), explained=(evil, "B & C"))
     path = write_html_report(explanation, tmp_path / "r.html", names=[evil], title=evil)
     raw = path.read_text(encoding="utf-8")
-    assert "<script" not in raw
+    assert raw.count("<script") == 1
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in raw
     assert "B &amp; C" in raw
     parsed = _parse(path)
-    assert "script" not in parsed.tags
+    assert parsed.scripts == [report._FILTER_SCRIPT]
     assert evil in "".join(parsed.text)  # the browser shows the name as text
     assert any(evil in (image.get("alt") or "") for image in parsed.images)
 
@@ -218,7 +238,22 @@ def test_html_report_heat_scale_follows_the_colormap(tmp_path: Path) -> None:
     assert np.argmax([int(v) for v in stops[-1][:3]]) in (0, 1)  # ends yellow
 
 
-_ALLOWED_ATTRIBUTES = {"src", "alt", "class", "id", "style", "lang", "charset", "name", "content"}
+_ALLOWED_ATTRIBUTES = {
+    "src",
+    "alt",
+    "class",
+    "id",
+    "style",
+    "lang",
+    "charset",
+    "name",
+    "content",
+    "http-equiv",
+    "data-outcomes",
+    "hidden",
+    "value",
+    "border",
+}
 
 
 class _Attributes(HTMLParser):
@@ -245,7 +280,8 @@ def test_html_report_escapes_file_names_layer_and_method(tmp_path: Path) -> None
     parsed = _Attributes()
     parsed.feed(path.read_text(encoding="utf-8"))
     assert parsed.attributes <= _ALLOWED_ATTRIBUTES
-    assert parsed.tags.isdisjoint({"script", "iframe"})
+    assert "iframe" not in parsed.tags
+    assert _parse(path).scripts == [report._FILTER_SCRIPT]
     collected = _parse(path)
     alts = " ".join(image.get("alt") or "" for image in collected.images)
     text = "".join(collected.text)
@@ -272,3 +308,173 @@ def test_study_figure_draws_label_names_literally(tmp_path: Path, label: str) ->
     assert label in shown  # the probability table
     assert f"{label} (10.0%)" in shown  # the overlay title
     assert "gradcam at layer $bad{layer" in shown
+
+
+def _truth_case(tmp_path: Path, **options: object) -> tuple[Path, _Collector]:
+    # probabilities 0.1, 0.367, 0.633, 0.9 at threshold 0.5: the last two labels predicted
+    truth = np.array([[1.0, 0.0, 1.0, 0.0], [0.0, np.nan, 0.0, 1.0]])
+    path = write_html_report(
+        _explanation(batch=2), tmp_path / "r.html", truth=truth, names=["a", "b"], **options
+    )
+    return path, _parse(path)
+
+
+def test_html_report_shows_the_answer_key_and_outcomes(tmp_path: Path) -> None:
+    _, parsed = _truth_case(tmp_path)
+    codes = [json.loads(section["data-outcomes"] or "") for section in parsed.sections]
+    assert codes == [
+        {"Cardiomegaly": "fn", "Edema": "tn", "Pleural Effusion": "tp", "Support Devices": "fp"},
+        {"Cardiomegaly": "tn", "Edema": "na", "Pleural Effusion": "fp", "Support Devices": "tp"},
+    ]
+    text = "".join(parsed.text)
+    for words in ("missed finding", "false positive", "true positive", "not scored", "Truth"):
+        assert words in text
+    # the overlay captions say whether the explained finding is right
+    assert "Pleural Effusion (63.3%) · true positive" in text
+    assert "Pleural Effusion (63.3%) · false positive" in text
+    assert "Outcome" in text  # the outcome filter exists when there is an answer key
+
+
+def test_html_report_filter_script_is_the_only_one_the_page_allows(tmp_path: Path) -> None:
+    path, parsed = _truth_case(tmp_path)
+    raw = path.read_text()
+    (script,) = parsed.scripts
+    digest = base64.b64encode(hashlib.sha256(script.encode()).digest()).decode()
+    policy = re.search(r'http-equiv="Content-Security-Policy" content="([^"]+)"', raw)
+    assert policy is not None
+    assert f"script-src 'sha256-{digest}'" in policy.group(1)
+    assert "default-src 'none'" in policy.group(1)
+    # the filter form is hidden until the script shows it: no dead controls without scripts
+    assert '<form class="filters" id="filters" hidden>' in raw
+
+
+def test_html_report_draws_boxes_and_the_peak_on_overlays(tmp_path: Path) -> None:
+    boxes = [{"Edema": (20, 20, 28, 28)}, None]
+    plain = _parse(write_html_report(_explanation(batch=2), tmp_path / "a.html"))
+    boxed = _parse(write_html_report(_explanation(batch=2), tmp_path / "b.html", boxes=boxes))
+
+    def picture(parsed: _Collector, number: int) -> np.ndarray:
+        source = parsed.images[number]["src"] or ""
+        with Image.open(io.BytesIO(base64.b64decode(source.split(",", 1)[1]))) as image:
+            return np.asarray(image.convert("RGB"), dtype=np.int16)
+
+    edema = picture(boxed, 1) - picture(plain, 1)  # image 1: input, Edema, Pleural Effusion
+    changed = np.abs(edema).sum(axis=2) > 60
+    assert changed[20, 20:28].any()  # the box's top edge
+    assert changed[27, 20:28].any()  # its bottom edge
+    assert changed[0:3, 0:3].any()  # the white cross at the map's peak, pixel (0, 0)
+    assert not changed[12, 12]  # nothing else
+    np.testing.assert_allclose(picture(boxed, 2), picture(plain, 2), atol=8)  # no box: no change
+    text = "".join(boxed.text)
+    assert "cyan: ground-truth box" in text
+    with pytest.raises(ValueError, match=r"boxes\[0\]\['Edema'\] must be"):
+        write_html_report(
+            _explanation(batch=2), tmp_path / "c.html", boxes=[{"Edema": (1, 2)}, None]
+        )
+
+
+def test_html_report_summaries_at_the_top(tmp_path: Path) -> None:
+    summary = pd.DataFrame(
+        {"auroc": [0.91234, np.nan], "majority": [0.8, 0.75]}, index=["Edema", "<b>x</b>"]
+    )
+    path = write_html_report(
+        _explanation(), tmp_path / "r.html", summaries={"Test metrics & baselines": summary}
+    )
+    raw = path.read_text()
+    assert raw.index("Test metrics &amp; baselines") < raw.index('<section class="image"')
+    assert "0.912" in raw
+    assert "&lt;b&gt;x&lt;/b&gt;" in raw  # table cells are escaped too
+    assert "—" in raw  # nan
+
+
+def test_html_report_checks_its_inputs(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"truth must have shape \[2, 4\]"):
+        write_html_report(_explanation(batch=2), tmp_path / "r.html", truth=np.zeros((2, 3)))
+    with pytest.raises(ValueError, match="boxes has 1 entries but the explanations hold 2"):
+        write_html_report(_explanation(batch=2), tmp_path / "r.html", boxes=[None])
+    with pytest.raises(ValueError, match="different labels"):
+        write_html_report(
+            [_explanation(), _explanation(labels=("a", "b", "c", "d"), explained=("a",))],
+            tmp_path / "r.html",
+        )
+    with pytest.raises(ValueError, match="thumbnail"):
+        write_html_report(_explanation(), tmp_path / "r.html", thumbnail=4)
+
+
+def test_html_report_stays_small(tmp_path: Path) -> None:
+    """About the demo's size: 96 px images, three explained classes each."""
+    generator = torch.Generator().manual_seed(1)
+    side, batch = 96, 20
+    explained = ("Edema", "Pleural Effusion", "Support Devices")
+    heat = torch.rand(len(explained), side, side, generator=generator)
+    explanation = dataclasses.replace(
+        _explanation(batch=1, explained=explained),
+        images=torch.rand(batch, 1, side, side, generator=generator),
+        probabilities=torch.rand(batch, len(LABELS), generator=generator),
+        classes=tuple(explained for _ in range(batch)),
+        heatmaps=tuple({c: heat[k] for k, c in enumerate(explained)} for _ in range(batch)),
+        raw_maps=tuple(
+            {c: heat[k, ::8, ::8] for k, c in enumerate(explained)} for _ in range(batch)
+        ),
+        zero_maps=tuple(frozenset() for _ in range(batch)),
+    )
+    path = write_html_report(explanation, tmp_path / "r.html")
+    per_image = path.stat().st_size / batch
+    assert per_image < 40_000  # noise compresses worst; the demo's 368 images stay a few MB
+
+
+_DOM_STUB = """
+const codes = JSON.parse(process.argv[1]);
+const sections = codes.map((c) => ({
+  hidden: false, getAttribute: (name) => (name === "data-outcomes" ? JSON.stringify(c) : null),
+}));
+const control = () => ({ value: "", on: {}, addEventListener(e, f) { this.on[e] = f; } });
+const elements = {
+  filters: { hidden: true }, finding: control(), outcome: control(), shown: { textContent: "" },
+};
+global.document = {
+  getElementById: (id) => elements[id],
+  querySelectorAll: () => sections,
+};
+require("vm").runInThisContext(require("fs").readFileSync(0, "utf8"));
+const results = [elements.filters.hidden];
+for (const [finding, outcome] of JSON.parse(process.argv[2])) {
+  elements.finding.value = finding;
+  elements.outcome.value = outcome;
+  elements.finding.on.change();
+  results.push(sections.map((s, i) => (s.hidden ? null : i)).filter((i) => i !== null));
+}
+results.push(elements.shown.textContent);
+console.log(JSON.stringify(results));
+"""
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="needs Node.js to run the page's script")
+def test_html_report_filters_by_finding_and_outcome() -> None:
+    codes = [
+        {"Edema": "tp", "Effusion": "tn"},
+        {"Edema": "fp", "Effusion": "fn"},
+        {"Edema": "tn", "Effusion": "tp"},
+        {"Edema": "na", "Effusion": "tn"},
+    ]
+    queries = [
+        ["", ""],  # everything
+        ["Edema", ""],  # Edema positive in truth or prediction
+        ["", "fp"],  # any false positive
+        ["Effusion", "fn"],
+        ["", "correct"],  # no error on any label
+        ["Effusion", "correct"],
+        ["Edema", "tp"],
+    ]
+    done = subprocess.run(
+        ["node", "-e", _DOM_STUB, json.dumps(codes), json.dumps(queries)],
+        input=report._FILTER_SCRIPT,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    shown_form, *selected, count = json.loads(done.stdout)
+    assert shown_form is False  # the script reveals the filter form
+    assert selected == [[0, 1, 2, 3], [0, 1], [1], [1], [0, 2, 3], [0, 2, 3], [0]]
+    assert count == "1 of 4 images shown"

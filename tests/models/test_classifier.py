@@ -38,7 +38,7 @@ def test_defaults() -> None:
     }
 
 
-@pytest.mark.parametrize("head", ["linear", "mlp", "attention"])
+@pytest.mark.parametrize("head", ["linear", "mlp", "attention_pool", "study_attention"])
 @pytest.mark.parametrize("in_channels", [1, 3])
 def test_forward_returns_logits(head: str, in_channels: int) -> None:
     model = _model(head=head, in_channels=in_channels, labels=COMPETITION_LABELS).eval()
@@ -60,7 +60,7 @@ def test_normalisation_happens_inside() -> None:
     assert set(model.state_dict()) >= {"mean", "std", "thresholds"}
 
 
-@pytest.mark.parametrize("head", ["linear", "mlp", "attention"])
+@pytest.mark.parametrize("head", ["linear", "mlp", "attention_pool", "study_attention"])
 def test_target_layer_output_is_what_the_head_consumes(head: str) -> None:
     model = _model(head=head).eval()
     assert model.target_layer_name == "backbone.features.block4"
@@ -77,7 +77,7 @@ def test_target_layer_output_is_what_the_head_consumes(head: str) -> None:
 @pytest.mark.parametrize("name", list_backbones())
 def test_gradients_of_each_logit_reach_target_layer(name: str) -> None:
     torch.manual_seed(0)
-    model = MultiLabelClassifier(name, labels=("a", "b"), head="attention", image_size=75)
+    model = MultiLabelClassifier(name, labels=("a", "b"), head="attention_pool", image_size=75)
     model.eval()
     grads: list[torch.Tensor] = []
 
@@ -190,7 +190,7 @@ def test_thresholds_round_trip(values: list[float]) -> None:
 _THRESHOLD_MODEL = MultiLabelClassifier("simple_cnn", image_size=8)
 
 
-@pytest.mark.parametrize("head", ["linear", "mlp", "attention"])
+@pytest.mark.parametrize("head", ["linear", "mlp", "attention_pool", "study_attention"])
 def test_from_config_rebuilds_architecture(head: str) -> None:
     model = _model(head=head, dropout=0.1, in_channels=3, labels=("x", "y"))
     clone = MultiLabelClassifier.from_config(model.config())

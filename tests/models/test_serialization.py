@@ -68,7 +68,7 @@ def test_round_trip_every_backbone(tmp_path: Path, name: str) -> None:
     torch.testing.assert_close(loaded.thresholds, torch.tensor([0.3, 0.7]))
 
 
-@pytest.mark.parametrize("head", ["linear", "mlp", "attention"])
+@pytest.mark.parametrize("head", ["linear", "mlp", "attention_pool", "study_attention"])
 @pytest.mark.parametrize("in_channels", [1, 3])
 def test_round_trip_heads_and_channels(tmp_path: Path, head: str, in_channels: int) -> None:
     model = _small(head=head, in_channels=in_channels, dropout=0.2).eval()
@@ -138,8 +138,8 @@ def test_atomic_write_keeps_old_file_on_failure(
 
 def test_overwrite_and_missing_directory(tmp_path: Path) -> None:
     path = _small().save(tmp_path / "m.safetensors")
-    _small(head="attention").save(path)
-    assert read_header(path)["config"]["head"] == "attention"
+    _small(head="attention_pool").save(path)
+    assert read_header(path)["config"]["head"] == "attention_pool"
     assert [p.name for p in tmp_path.iterdir()] == ["m.safetensors"]
     with pytest.raises(FileNotFoundError, match="directory does not exist"):
         _small().save(tmp_path / "nope" / "m.safetensors")
@@ -252,11 +252,11 @@ def test_invalid_config_fields(saved: Path, field: str, value: object, message: 
 
 def test_architecture_mismatch_named(saved: Path) -> None:
     config = dict(read_header(saved)["config"])
-    config["head"] = "attention"
+    config["head"] = "attention_pool"
     _rewrite_header(saved, {"config": config})
     with pytest.raises(
         WeightFileError,
-        match=r"do not fit backbone 'simple_cnn' with head 'attention'.*missing keys: "
+        match=r"do not fit backbone 'simple_cnn' with head 'attention_pool'.*missing keys: "
         r"head\.attention\.0\.bias.*unexpected keys: head\.fc\.bias",
     ):
         MultiLabelClassifier.load(saved)

@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
 
+from chexviz.data.labels import CHEXPERT_LABELS, COMPETITION_LABELS
 from chexviz.training.metrics import Metrics, compute_metrics
 
 NAN = math.nan
@@ -32,6 +33,7 @@ def test_hand_checked_values(hand_case):
     np.testing.assert_allclose(m.accuracy, [1.0, 0.5, 0.8])
     np.testing.assert_allclose(m.f1, [1.0, 0.5, 0.0])
     np.testing.assert_allclose(m.all_negative_accuracy, [0.6, 0.5, 1.0])
+    np.testing.assert_allclose(m.majority_accuracy, [0.6, 0.5, 1.0])
     np.testing.assert_array_equal(m.support, [5, 4, 5])
     np.testing.assert_array_equal(m.positives, [2, 2, 0])
     assert m.undefined_auroc == ("C",)
@@ -54,7 +56,15 @@ def test_fully_ignored_label_is_all_nan():
     m = compute_metrics(
         np.array([[0.1, 0.9], [0.8, 0.2]]), np.array([[NAN, 1], [NAN, 0]]), 0.5, "XY"
     )
-    assert all(math.isnan(v[0]) for v in (m.auroc, m.accuracy, m.f1, m.all_negative_accuracy))
+    per_label = (
+        m.auroc,
+        m.accuracy,
+        m.binary_accuracy,
+        m.f1,
+        m.all_negative_accuracy,
+        m.majority_accuracy,
+    )
+    assert all(math.isnan(v[0]) for v in per_label)
     assert m.support[0] == 0
     assert m.macro_accuracy == 1.0
 
@@ -72,8 +82,10 @@ def test_to_frame_has_label_rows_and_macro(hand_case):
     assert list(frame.columns) == [
         "auroc",
         "accuracy",
+        "binary_accuracy",
         "f1",
         "all_negative_accuracy",
+        "majority_accuracy",
         "support",
         "positives",
         "threshold",
@@ -91,7 +103,8 @@ def test_dict_is_strict_json_and_round_trips(hand_case):
     assert data["macro"]["auroc"] == pytest.approx(0.75)
     back = Metrics.from_dict(data)
     assert back.labels == hand_case.labels
-    for name in ("auroc", "accuracy", "f1", "all_negative_accuracy", "thresholds"):
+    names = ("auroc", "accuracy", "binary_accuracy", "f1", "all_negative_accuracy")
+    for name in (*names, "majority_accuracy", "thresholds"):
         np.testing.assert_array_equal(getattr(back, name), getattr(hand_case, name))
     np.testing.assert_array_equal(back.support, hand_case.support)
     assert back.loss == hand_case.loss
@@ -133,7 +146,57 @@ def test_agrees_with_scikit_learn(probs, codes, threshold):
         expected_f1 = f1_score(truth, predicted, zero_division=np.nan)
         assert m.f1[j] == pytest.approx(expected_f1, nan_ok=True)
         assert m.all_negative_accuracy[j] == pytest.approx(np.mean(truth == 0))
+        # the best constant predictor: no constant answer scores more on these entries
+        constant = max(accuracy_score(truth, np.full_like(truth, c)) for c in (0, 1))
+        assert m.majority_accuracy[j] == pytest.approx(constant)
+        assert m.binary_accuracy[j] == pytest.approx(accuracy_score(truth, score > 0.5))
         if len(set(truth.tolist())) == 2:
             assert m.auroc[j] == pytest.approx(roc_auc_score(truth, score))
         else:
             assert math.isnan(m.auroc[j])
+
+
+def test_study_accuracy_is_keras_binary_accuracy_at_one_half():
+    # Keras: mean(y_true == (y_pred > 0.5)); a probability of exactly 0.5 is a negative there,
+    # while the threshold rule (p >= t) calls it positive.
+    probs = np.array([[0.5], [0.51], [0.2], [0.9]])
+    targets = np.array([[1.0], [1.0], [0.0], [0.0]])
+    m = compute_metrics(probs, targets, 0.5, ["X"])
+    assert m.binary_accuracy[0] == pytest.approx(0.5)  # 0.5 -> negative (miss), 0.9 wrong
+    assert m.accuracy[0] == pytest.approx(0.75)  # 0.5 >= 0.5 -> positive (hit)
+    tuned = compute_metrics(probs, targets, 0.95, ["X"])
+    assert tuned.binary_accuracy[0] == m.binary_accuracy[0]  # independent of the thresholds
+    assert tuned.macro_binary_accuracy == pytest.approx(0.5)
+
+
+def test_majority_class_beats_all_negative_where_positives_dominate():
+    # "Support Devices" is positive in more than half of CheXpert's training images
+    targets = np.array([[1.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 0.0]])
+    m = compute_metrics(np.full((4, 2), 0.1), targets, 0.5, ["Support Devices", "Edema"])
+    np.testing.assert_allclose(m.all_negative_accuracy, [0.25, 0.75])
+    np.testing.assert_allclose(m.majority_accuracy, [0.75, 0.75])
+    assert m.macro_majority_accuracy == pytest.approx(0.75)
+    assert m.macro_all_negative_accuracy == pytest.approx(0.5)
+
+
+def test_competition_auroc_is_the_mean_over_the_five_labels():
+    rng = np.random.default_rng(0)
+    targets = rng.integers(0, 2, size=(40, 14)).astype(float)
+    probs = np.clip(targets * 0.3 + rng.random((40, 14)) * 0.7, 0, 1)
+    m = compute_metrics(probs, targets, 0.5, CHEXPERT_LABELS)
+    five = [m.auroc[CHEXPERT_LABELS.index(name)] for name in COMPETITION_LABELS]
+    assert m.competition_auroc == pytest.approx(np.mean(five))
+    assert m.competition_auroc != pytest.approx(m.macro_auroc)
+    assert Metrics.from_dict(m.to_dict()).competition_auroc == m.competition_auroc
+    assert m.to_dict()["competition_auroc"] == pytest.approx(m.competition_auroc)
+    assert math.isnan(compute_metrics(probs[:, :2], targets[:, :2], 0.5, "XY").competition_auroc)
+
+
+def test_dicts_written_before_the_added_metrics_still_read(hand_case):
+    data = hand_case.to_dict()
+    for name in ("binary_accuracy", "majority_accuracy"):
+        del data[name]
+    back = Metrics.from_dict(data)
+    assert np.isnan(back.binary_accuracy).all()
+    assert np.isnan(back.majority_accuracy).all()
+    np.testing.assert_array_equal(back.accuracy, hand_case.accuracy)

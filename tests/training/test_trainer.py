@@ -479,3 +479,95 @@ def test_epoch_summary_is_logged(caplog):
     assert "epoch 1/1: train loss" in caplog.text
     assert "val macro-AUROC" in caplog.text
     assert "images/s" in caplog.text
+
+
+def _cpu_mixed_precision(trainer):
+    """Stand-in for CUDA bf16 on this CPU-only machine: the trainer's autocast becomes CPU bf16."""
+    trainer.amp_dtype = torch.bfloat16
+    trainer._autocast = lambda: torch.autocast("cpu", dtype=torch.bfloat16)
+    return trainer
+
+
+def test_evaluation_is_full_precision_under_mixed_precision():
+    trainer = _cpu_mixed_precision(_trainer(epochs=1))
+    seen = []
+    trainer.model.register_forward_pre_hook(
+        lambda _m, _a: seen.append((trainer.model.training, torch.is_autocast_enabled("cpu")))
+    )
+    trainer.fit(TRAIN, VAL)
+    # training ran under bf16 autocast, validation (thresholds, best epoch) did not
+    assert (True, True) in seen
+    assert all(not autocast for training, autocast in seen if not training)
+    images = VAL.tensors[0]
+    with torch.no_grad():
+        full = torch.sigmoid(trainer.model.eval()(images))
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            half = torch.sigmoid(trainer.model(images).float())
+    assert not torch.equal(full, half)  # bf16 would have changed the probabilities
+    np.testing.assert_array_equal(trainer.predict(VAL), full.numpy())
+    expected = tune_thresholds(full.numpy(), VAL.tensors[1].numpy(), labels=LABELS)
+    np.testing.assert_array_equal(trainer.model.thresholds.numpy(), expected)
+    metrics = trainer.evaluate(VAL)
+    reference = compute_metrics(full.numpy(), VAL.tensors[1].numpy(), expected, LABELS)
+    np.testing.assert_array_equal(metrics.auroc, reference.auroc)
+
+
+POLICIES = ("zeros", "ones", "ignore")
+
+
+@pytest.fixture
+def policy_datasets(make_chexpert):
+    from chexviz.data.dataset import CheXpertDataset
+
+    release = make_chexpert(patients=6, studies=2, lateral=False, size=(24, 20), seed=3)
+    return {
+        policy: CheXpertDataset(release, image_size=16, uncertainty=policy, progress=False)
+        for policy in POLICIES
+    } | {
+        "blank ignored": CheXpertDataset(
+            release, image_size=16, uncertainty="ones", blank="ignore", progress=False
+        )
+    }
+
+
+def test_evaluation_answers_do_not_depend_on_the_training_policy(policy_datasets):
+    torch.manual_seed(0)
+    model = MultiLabelClassifier("simple_cnn", image_size=16)
+    trainer = Trainer(model, progress=False)
+    zeros = policy_datasets["zeros"]
+    raw = zeros.raw_labels
+    assert (raw == -1).any()  # the data has uncertain cells for the policies to disagree on
+    assert not np.array_equal(zeros.targets, policy_datasets["ones"].targets, equal_nan=True)
+    results = {name: trainer.evaluate(data) for name, data in policy_datasets.items()}
+    for metrics in results.values():
+        for field in ("auroc", "accuracy", "binary_accuracy", "majority_accuracy"):
+            np.testing.assert_array_equal(getattr(metrics, field), getattr(results["zeros"], field))
+        np.testing.assert_array_equal(metrics.positives, (raw == 1).sum(axis=0))
+        np.testing.assert_array_equal(metrics.support, np.full(14, len(zeros)))
+    # uncertain entries excluded: each label's support loses its uncertain cells
+    for data in policy_datasets.values():
+        excluded = trainer.evaluate(data, uncertain="exclude")
+        np.testing.assert_array_equal(excluded.support, (raw != -1).sum(axis=0))
+        np.testing.assert_array_equal(excluded.positives, (raw == 1).sum(axis=0))
+
+
+def test_evaluation_answers_through_subsets(policy_datasets):
+    from chexviz.training.metrics import evaluation_targets
+
+    data = policy_datasets["ones"]
+    subset = Subset(Subset(data, [5, 1, 3, 0]), [2, 0])  # items 3 and 5 of data
+    key = evaluation_targets(subset)
+    expected = np.where(data.raw_labels[[3, 5]] == 1, 1.0, 0.0)
+    np.testing.assert_array_equal(key, expected)
+    excluded = evaluation_targets(subset, uncertain="exclude")
+    assert np.isnan(excluded[data.raw_labels[[3, 5]] == -1]).all()
+    with pytest.raises(ValueError, match="uncertain must be 'negative' or 'exclude'"):
+        evaluation_targets(subset, uncertain="ones")
+
+
+def test_datasets_without_raw_labels_are_scored_on_their_targets():
+    trainer = _trainer()
+    metrics = trainer.evaluate(VAL)
+    np.testing.assert_array_equal(metrics.support, [12, 12, 9])  # its nan targets are ignored
+    with pytest.raises(ValueError, match="uncertain='exclude' needs the raw label cells"):
+        trainer.evaluate(VAL, uncertain="exclude")

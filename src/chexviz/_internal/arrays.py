@@ -2,10 +2,29 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 
-__all__ = ["as_heatmap", "as_numpy"]
+__all__ = ["as_heatmap", "as_numpy", "on_host"]
+
+
+def on_host(value: Any) -> Any:
+    """``value`` with a tensor detached and copied to the CPU, where NumPy can read it.
+
+    Anything else is returned unchanged. Public functions that take array-likes call it first,
+    so that a tensor on a GPU (``model.thresholds``, say) works where a list or array does.
+
+    Args:
+        value: A tensor on any device, or any other value.
+
+    Returns:
+        A CPU tensor, or ``value`` itself.
+    """
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu()
+    return value
 
 
 def as_numpy(value: torch.Tensor | np.ndarray, name: str) -> np.ndarray:

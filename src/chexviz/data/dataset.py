@@ -217,6 +217,16 @@ class CheXpertDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         )
 
     @property
+    def raw_labels(self) -> npt.NDArray[np.float32]:
+        """The label cells as read, before any policy: ``[N, L]`` in ``{1, 0, -1}``, NaN blank.
+
+        Evaluation builds its answer key from these, so that it does not depend on the
+        training policy (see [`evaluation_targets`][chexviz.training.metrics.evaluation_targets]).
+        """
+        cells: npt.NDArray[np.float32] = self.frame[list(self.labels)].to_numpy(dtype=np.float32)
+        return cells
+
+    @property
     def num_skipped(self) -> int:
         """Number of rows skipped because their image could not be read."""
         return len(self.skipped)

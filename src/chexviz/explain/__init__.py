@@ -17,11 +17,14 @@ from chexviz.explain.explanation import Explanation
 from chexviz.explain.faithfulness import deletion_score, insertion_score, score_faithfulness
 from chexviz.explain.gradcam import METHODS, GradCAM
 from chexviz.explain.localization import (
+    anatomical_prior,
     box_iou,
     chance_pointing_rate,
     energy_in_box,
+    map_peak,
     pointing_game,
     score_localization,
+    select_boxes,
     summarize_localization,
 )
 from chexviz.explain.overlay import overlay_heatmap
@@ -33,11 +36,13 @@ __all__ = [
     "CheXlocalizeTuning",
     "Explanation",
     "GradCAM",
+    "anatomical_prior",
     "box_iou",
     "chance_pointing_rate",
     "deletion_score",
     "energy_in_box",
     "insertion_score",
+    "map_peak",
     "overlay_heatmap",
     "pointing_game",
     "read_tuning_csv",
@@ -47,6 +52,7 @@ __all__ = [
     "score_faithfulness",
     "score_localization",
     "segment_heatmap",
+    "select_boxes",
     "study_figure",
     "summarize_localization",
     "tune_chexlocalize",

@@ -106,18 +106,18 @@ def _baseline_image(
     raise ValueError(f"baseline must be 'blur', 'mean', 'zero' or a number, got {baseline!r}")
 
 
-def _smooth_noise(shape: tuple[int, int], seed: int) -> np.ndarray:
-    """Seeded random field ``[H, W]`` varying over about ``_NOISE_CELL`` pixels."""
+def _smooth_noise(shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
+    """Random field ``[H, W]`` varying over about ``_NOISE_CELL`` pixels, drawn from ``rng``."""
     height, width = shape
     grid = (math.ceil(height / _NOISE_CELL) + 1, math.ceil(width / _NOISE_CELL) + 1)
-    coarse = torch.from_numpy(np.random.default_rng(seed).random(grid))
+    coarse = torch.from_numpy(rng.random(grid))
     field = torch.nn.functional.interpolate(
         coarse[None, None], size=shape, mode="bilinear", align_corners=False
     )
-    return field[0, 0].numpy()
+    return field[0, 0].cpu().numpy()
 
 
-def _pixel_ranks(heat: np.ndarray, seed: int) -> np.ndarray:
+def _pixel_ranks(heat: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Rank of each pixel, 0 for the hottest.
 
     Ties (the flat zero region of a CAM, or a whole all-zero map) are ranked by a smooth
@@ -126,7 +126,7 @@ def _pixel_ranks(heat: np.ndarray, seed: int) -> np.ndarray:
     """
     flat = heat.ravel()
     shape = (int(heat.shape[0]), int(heat.shape[1]))
-    order = np.lexsort((_smooth_noise(shape, seed).ravel(), -flat))
+    order = np.lexsort((_smooth_noise(shape, rng).ravel(), -flat))
     ranks = np.empty(flat.size, dtype=np.int64)
     ranks[order] = np.arange(flat.size)
     return ranks.reshape(heat.shape)
@@ -176,9 +176,17 @@ def perturbation_curve(
         ValueError: For a bad mode, steps, batch size, baseline, shape or class index.
     """
     position = _class_position(model, class_index)
-    return _curves(
-        model, image, heatmap, [position], mode, steps, baseline, blur_sigma, batch_size, seed
-    )[0]
+    settings = _Settings(mode, steps, baseline, blur_sigma, batch_size)
+    return _curves(model, image, heatmap, [position], settings, np.random.default_rng(seed))[0]
+
+
+@dataclass(frozen=True)
+class _Settings:
+    mode: Mode
+    steps: int
+    baseline: Baseline
+    blur_sigma: float | None
+    batch_size: int
 
 
 def _curves(
@@ -186,14 +194,12 @@ def _curves(
     image: torch.Tensor,
     heatmap: torch.Tensor | np.ndarray,
     positions: list[int],
-    mode: Mode,
-    steps: int,
-    baseline: Baseline,
-    blur_sigma: float | None,
-    batch_size: int,
-    seed: int,
+    settings: _Settings,
+    ties: np.random.Generator,
 ) -> list[PerturbationCurve]:
     """One perturbation sequence, read out for several output positions at once."""
+    mode, steps, baseline = settings.mode, settings.steps, settings.baseline
+    blur_sigma, batch_size = settings.blur_sigma, settings.batch_size
     if mode not in ("deletion", "insertion"):
         raise ValueError(f"mode must be 'deletion' or 'insertion', got {mode!r}")
     if steps < 1:
@@ -208,7 +214,7 @@ def _curves(
     device, dtype = device_dtype(model)
     original = image.detach().to(device, dtype)
     base = _baseline_image(original, baseline, blur_sigma)
-    ranks = torch.from_numpy(_pixel_ranks(heat, seed)).to(device)
+    ranks = torch.from_numpy(_pixel_ranks(heat, ties)).to(device)
     counts = np.rint(np.linspace(0.0, 1.0, steps + 1) * height * width).astype(np.int64)
     start, end = (original, base) if mode == "deletion" else (base, original)
     columns = torch.as_tensor(positions, device=device)
@@ -225,7 +231,7 @@ def _curves(
                     f"{tuple(logits.shape)}"
                 )
             probabilities.append(torch.sigmoid(logits[:, columns].float()).cpu())
-    table = torch.cat(probabilities).numpy().astype(np.float64)  # [steps + 1, len(positions)]
+    table = torch.cat(probabilities).cpu().numpy().astype(np.float64)  # [steps + 1, positions]
     fractions = counts / (height * width)
     return [
         PerturbationCurve(mode=mode, fractions=fractions, probabilities=table[:, k])
@@ -327,8 +333,15 @@ def score_faithfulness(
     batch_size: int = 32,
     seed: int = 0,
     reference: bool = True,
+    references: int = 5,
 ) -> pd.DataFrame:
     """Deletion and insertion scores of every explained class of every image.
+
+    The random-order reference is random for every image: each image gets ``references``
+    smooth random fields of its own, and the reference score is their mean (with its standard
+    deviation beside it). Ties inside the explained maps are ordered by yet another field, so
+    no map shares a field with its reference. All fields come from independent streams of
+    ``np.random.SeedSequence([seed, index])``, so a run is reproducible.
 
     Args:
         model: The model the explanation was computed for (logits ``[B, L]``).
@@ -337,34 +350,42 @@ def score_faithfulness(
         baseline: ``"blur"``, ``"mean"``, ``"zero"`` or a constant grey level.
         blur_sigma: Standard deviation in pixels of the blur; default ``max(1, size / 16)``.
         batch_size: Perturbed images per forward pass.
-        seed: Seed of the random field that orders ties and makes the random reference.
-        reference: Also score a random order of smooth blobs (columns ``deletion_random`` and
-            ``insertion_random``), the level a map must beat to carry information.
+        seed: Seed of the random fields (ties and references).
+        reference: Also score random orders of smooth blobs (columns ``deletion_random``,
+            ``deletion_random_std``, ``insertion_random``, ``insertion_random_std``), the level
+            a map must beat to carry information.
+        references: Random fields per image averaged into the reference.
 
     Returns:
         One row per (image, explained class): ``index``, ``label``, ``probability``,
-        ``zero_map``, ``deletion``, ``insertion`` and, with ``reference``, the random scores.
+        ``zero_map``, ``deletion``, ``insertion`` and, with ``reference``, the reference's
+        mean and standard deviation over its fields.
+
+    Raises:
+        ValueError: If ``references`` is below 1, or as for `perturbation_curve`.
     """
-
-    def curves(
-        image: torch.Tensor, heat: torch.Tensor | np.ndarray, positions: list[int], mode: Mode
-    ) -> list[PerturbationCurve]:
-        return _curves(
-            model, image, heat, positions, mode, steps, baseline, blur_sigma, batch_size, seed
-        )
-
+    if reference and references < 1:
+        raise ValueError(f"references must be at least 1, got {references}")
     modes: tuple[Mode, ...] = ("deletion", "insertion")
     rows: list[dict[str, object]] = []
     for index in range(len(explanation)):
         image = explanation.images[index]
         labels = explanation.classes[index]
         positions = [explanation.labels.index(label) for label in labels]
-        random: dict[str, list[PerturbationCurve]] = {}
+        # stream 0 orders the maps' ties; streams 1.. are the reference's fields
+        streams = np.random.SeedSequence([seed, index]).spawn(1 + (references if reference else 0))
+        random: dict[str, np.ndarray] = {}
         if reference and labels:
-            # an all-zero map is ranked by the seeded random field alone; the perturbed images
-            # do not depend on the class, so one pass serves every class of the image
+            # an all-zero map is ranked by its random field alone; the perturbed images do not
+            # depend on the class, so one pass per field serves every class of the image
             flat = np.zeros(tuple(image.shape[1:]))
-            random = {mode: curves(image, flat, positions, mode) for mode in modes}
+            for mode in modes:
+                settings = _Settings(mode, steps, baseline, blur_sigma, batch_size)
+                aucs = [
+                    [c.auc for c in _curves(model, image, flat, positions, settings, rng)]
+                    for rng in (np.random.default_rng(stream) for stream in streams[1:])
+                ]
+                random[mode] = np.asarray(aucs)  # [references, classes]
         for k, (label, position) in enumerate(zip(labels, positions, strict=True)):
             heat = explanation.heatmaps[index][label]
             row: dict[str, object] = {
@@ -374,12 +395,20 @@ def score_faithfulness(
                 "zero_map": label in explanation.zero_maps[index],
             }
             for mode in modes:
-                row[mode] = curves(image, heat, [position], mode)[0].auc
+                settings = _Settings(mode, steps, baseline, blur_sigma, batch_size)
+                ties = np.random.default_rng(streams[0])
+                row[mode] = _curves(model, image, heat, [position], settings, ties)[0].auc
                 if reference:
-                    row[f"{mode}_random"] = random[mode][k].auc
+                    row[f"{mode}_random"] = float(random[mode][:, k].mean())
+                    row[f"{mode}_random_std"] = float(random[mode][:, k].std())
             rows.append(row)
     columns = ["index", "label", "probability", "zero_map", "deletion", "insertion"]
     if reference:
-        columns += ["deletion_random", "insertion_random"]
+        columns += [
+            "deletion_random",
+            "deletion_random_std",
+            "insertion_random",
+            "insertion_random_std",
+        ]
     frame: pd.DataFrame = pd.DataFrame(rows, columns=columns)
     return frame

@@ -7,15 +7,24 @@ boxes select exactly ``map[y0:y1, x0:x1]``, and a box scaled down to a small map
 vanishes. Boxes reaching past the map's edge are clipped to it. Several boxes for one
 finding count as their union ("hit if in any").
 
-Every score is paired with the chance level of a uniformly random pixel: the fraction of the
-map's pixels inside the box. It is the expected hit rate of a random pointer and the expected
-energy in the box of a flat map.
+Every score is paired with two baselines that know nothing of the image:
+
+* chance, a uniformly random pixel: the fraction of the map's pixels inside the box. It is the
+  expected hit rate of a random pointer and the expected energy in the box of a flat map.
+* the anatomical prior ([`anatomical_prior`][chexviz.explain.localization.anatomical_prior]):
+  per label, the mean of that label's *training* boxes, scored exactly like a heatmap. Findings
+  sit where the anatomy puts them (the heart, the bases), so a map that only found the right
+  region of the chest scores about as well as this fixed map per label; beating chance alone
+  says little.
+
+The pointing game scores a single point per map, its arg-max (see
+[`map_peak`][chexviz.explain.localization.map_peak] for the tie rule), as CheXlocalize does.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Literal, Protocol, cast
 
 import numpy as np
@@ -37,12 +46,15 @@ if TYPE_CHECKING:
 __all__ = [
     "BoxLike",
     "Explainer",
+    "anatomical_prior",
     "box_iou",
     "box_mask",
     "chance_pointing_rate",
     "energy_in_box",
+    "map_peak",
     "pointing_game",
     "score_localization",
+    "select_boxes",
     "summarize_localization",
 ]
 
@@ -109,12 +121,38 @@ def box_mask(box: BoxLike, shape: tuple[int, int]) -> np.ndarray:
     return mask
 
 
-def pointing_game(heatmap: MapLike, box: BoxLike) -> bool:
-    """Whether the heatmap's maximum falls inside the box (or any of the boxes).
+def map_peak(heatmap: MapLike) -> tuple[int, int] | None:
+    """The one point a map points at: its arg-max, as ``(row, column)``.
 
-    Ties: the map hits when any of its maximal pixels lies in a box, except that a constant
-    map (all pixels tied, such as an all-zero map) points nowhere and never hits, so a
-    method cannot score by highlighting nothing.
+    Tie rule: among equal maxima, the first in row-major order (the top-most, then the
+    left-most), which is what ``np.argmax`` returns and what CheXlocalize's pointing game
+    (``eval_ptgame.py``: ``np.unravel_index(np.argmax(map))``) uses. A single point matters:
+    bilinear upsampling turns a maximum in a corner cell into a plateau of tied pixels, and
+    counting a hit when *any* of them falls in a box would inflate hits along the borders.
+
+    Args:
+        heatmap: Map ``[H, W]``.
+
+    Returns:
+        ``(row, column)``, or None for a constant map (all pixels tied, such as an all-zero
+        map), which points nowhere.
+
+    Raises:
+        ValueError: If the map is not a finite 2-D map.
+    """
+    heat = as_heatmap(heatmap)
+    if heat.max() == heat.min():
+        return None
+    row, column = np.unravel_index(int(np.argmax(heat)), heat.shape)
+    return int(row), int(column)
+
+
+def pointing_game(heatmap: MapLike, box: BoxLike) -> bool:
+    """Whether the heatmap's peak falls inside the box (or any of the boxes).
+
+    The peak is one pixel, [`map_peak`][chexviz.explain.localization.map_peak] (the first
+    maximum in row-major order); a constant map (such as an all-zero map) points nowhere and
+    never hits, so a method cannot score by highlighting nothing.
 
     Args:
         heatmap: Map ``[H, W]``.
@@ -128,10 +166,8 @@ def pointing_game(heatmap: MapLike, box: BoxLike) -> bool:
     """
     heat = as_heatmap(heatmap)
     mask = box_mask(box, heat.shape)
-    maxima = heat == heat.max()
-    if maxima.all():
-        return False
-    return bool((maxima & mask).any())
+    peak = map_peak(heat)
+    return peak is not None and bool(mask[peak])
 
 
 def box_iou(heatmap: MapLike, box: BoxLike, threshold: float = 0.5) -> float:
@@ -243,6 +279,82 @@ def _finding_boxes(boxes: pd.DataFrame, size: int) -> dict[tuple[str, str], np.n
     return groups
 
 
+def anatomical_prior(
+    boxes: pd.DataFrame, size: int, labels: Iterable[str] | None = None
+) -> dict[str, np.ndarray]:
+    """The anatomical-prior baseline: per label, the mean of that label's box masks.
+
+    Build it from the **training** images' boxes (see
+    [`select_boxes`][chexviz.explain.localization.select_boxes]) and score it on the test
+    boxes exactly like a heatmap: its peak is the pointing guess, it is thresholded for IoU and
+    its mass counted for energy. Each finding (the union of its boxes, rasterised at
+    ``size``) counts once. The mean is min-max normalised like Grad-CAM heatmaps, so the
+    same IoU threshold means the same thing; a constant mean map becomes all zero and points
+    nowhere.
+
+    Args:
+        boxes: A boxes frame (columns ``Path``, ``label``, ``x0``, ``y0``, ``x1``, ``y1``,
+            ``width``, ``height``, boxes in each image's original pixels), as from
+            ``chexviz.data.boxes.load_boxes``.
+        size: Side ``S`` of the square ``S x S`` maps (the dataset's ``image_size``).
+        labels: Build maps for these labels only; None for every label with a box.
+
+    Returns:
+        Label -> float64 map ``[S, S]`` in ``[0, 1]``, in order of first appearance; labels
+        without any box have no map.
+
+    Raises:
+        KeyError: If the frame lacks a required column.
+        ValueError: If ``size`` is not positive, or a box is empty or off its image.
+    """
+    if size < 1:
+        raise ValueError(f"size must be positive, got {size}")
+    wanted = None if labels is None else set(labels)
+    sums: dict[str, np.ndarray] = {}
+    counts: dict[str, int] = {}
+    for (_, label), group in _finding_boxes(boxes, size).items():
+        if wanted is not None and label not in wanted:
+            continue
+        mask = box_mask(group, (size, size))
+        sums[label] = sums.get(label, np.zeros((size, size))) + mask
+        counts[label] = counts.get(label, 0) + 1
+    prior = {}
+    for label, total in sums.items():
+        mean = total / counts[label]
+        spread = mean.max() - mean.min()
+        prior[label] = (mean - mean.min()) / spread if spread > 0 else np.zeros_like(mean)
+    return prior
+
+
+def select_boxes(
+    boxes: pd.DataFrame, dataset: Dataset[tuple[torch.Tensor, torch.Tensor]]
+) -> pd.DataFrame:
+    """The rows of a boxes frame that lie on images of ``dataset``.
+
+    Use it to keep the training split's boxes for
+    [`anatomical_prior`][chexviz.explain.localization.anatomical_prior], so that the baseline
+    never sees the boxes it is scored on.
+
+    Args:
+        boxes: A boxes frame with a ``Path`` column (with or without the release folder).
+        dataset: A `CheXpertDataset` or a ``Subset`` of one (as from ``split_by_patient``).
+
+    Returns:
+        The matching rows, in their order.
+
+    Raises:
+        KeyError: If ``boxes`` has no ``Path`` column.
+        TypeError: If ``dataset`` is not a `CheXpertDataset` or a ``Subset`` of one.
+    """
+    if "Path" not in boxes.columns:
+        raise MissingColumnsError(["Path"], "the boxes frame")
+    base, positions = _items(dataset)
+    csv_paths = base.frame["Path"].to_numpy()
+    keys = {_path_key(csv_paths[position]) for position in positions}
+    selected: pd.DataFrame = boxes[boxes["Path"].map(_path_key).isin(keys)]
+    return selected
+
+
 def _items(
     dataset: Dataset[tuple[torch.Tensor, torch.Tensor]],
 ) -> tuple[CheXpertDataset, list[int]]:
@@ -271,6 +383,9 @@ _ROW_TYPES: dict[str, str] = {
     "iou": "float64",
     "energy": "float64",
     "chance": "float64",
+    "prior_hit": "boolean",
+    "prior_iou": "float64",
+    "prior_energy": "float64",
 }
 
 
@@ -280,6 +395,7 @@ def _finding_rows(
     item: int,
     findings: list[tuple[str, str, np.ndarray]],
     threshold: float,
+    prior: Mapping[str, np.ndarray],
 ) -> Iterator[dict[str, object]]:
     shape = (int(explanation.images.shape[2]), int(explanation.images.shape[3]))
     maps = explanation.heatmaps[offset]
@@ -299,6 +415,9 @@ def _finding_rows(
             "iou": np.nan,
             "energy": np.nan,
             "chance": _chance(group, shape),
+            "prior_hit": pd.NA,
+            "prior_iou": np.nan,
+            "prior_energy": np.nan,
         }
         if label in maps:
             heat = maps[label]
@@ -306,6 +425,11 @@ def _finding_rows(
             row["hit"] = pointing_game(heat, group)
             row["iou"] = box_iou(heat, group, threshold)
             row["energy"] = energy_in_box(heat, group)
+            if label in prior:
+                # the same findings, scored the same way, by the fixed map of the label
+                row["prior_hit"] = pointing_game(prior[label], group)
+                row["prior_iou"] = box_iou(prior[label], group, threshold)
+                row["prior_energy"] = energy_in_box(prior[label], group)
         yield row
 
 
@@ -324,6 +448,7 @@ def score_localization(
     threshold: float = 0.5,
     batch_size: int = 16,
     progress: bool = True,
+    prior: Mapping[str, MapLike] | None = None,
 ) -> pd.DataFrame:
     """Scores Grad-CAM heatmaps against annotated boxes: one row per boxed finding.
 
@@ -345,18 +470,24 @@ def score_localization(
         threshold: Heatmap level that delimits the region for IoU (see `box_iou`).
         batch_size: Images per Grad-CAM pass.
         progress: Show a progress bar (only on a terminal).
+        prior: The anatomical prior, label -> map ``[S, S]``, from
+            [`anatomical_prior`][chexviz.explain.localization.anatomical_prior] on the
+            *training* boxes; each explained finding whose label has a map is scored with it
+            too. None leaves the ``prior_*`` columns empty.
 
     Returns:
         Columns ``index`` (item of ``dataset``), ``Path``, ``label``, ``n_boxes``,
         ``probability``, ``predicted``, ``explained``, ``zero_map``, ``hit``, ``iou``,
-        ``energy`` and ``chance`` (fraction of the image inside the boxes: the hit rate of
-        a random point). Scores are missing (NA) where the finding was not explained.
+        ``energy``, ``chance`` (fraction of the image inside the boxes: the hit rate of a
+        random point) and the prior's ``prior_hit``, ``prior_iou``, ``prior_energy`` on the
+        same findings. Scores are missing (NA) where the finding was not explained.
 
     Raises:
         KeyError: If ``boxes`` lacks a column.
         ValueError: If a box label is not one of the model's outputs, no box belongs to an
             image of ``dataset``, a box is empty or outside its image, ``dataset`` has a
-            ``transform``, or ``classes`` or ``batch_size`` is invalid.
+            ``transform``, a prior map is not ``S x S``, or ``classes`` or ``batch_size`` is
+            invalid.
     """
     if classes not in ("positives", "true"):
         raise ValueError(f"classes must be 'positives' or 'true', got {classes!r}")
@@ -372,6 +503,10 @@ def score_localization(
             "transform=None"
         )
     size = int(base.image_size)
+    priors = {
+        str(label): as_heatmap(value, f"prior[{label!r}]", shape=(size, size))
+        for label, value in (prior or {}).items()
+    }
     findings = _finding_boxes(boxes, size)
 
     csv_paths = base.frame["Path"].to_numpy()
@@ -413,14 +548,16 @@ def score_localization(
             if start == 0:
                 _check_labels(findings, explanation.labels)
             for offset, item in enumerate(chunk):
-                rows.extend(_finding_rows(explanation, offset, item, per_item[item], threshold))
+                rows.extend(
+                    _finding_rows(explanation, offset, item, per_item[item], threshold, priors)
+                )
             bar.update(len(chunk))
     frame: pd.DataFrame = pd.DataFrame(rows, columns=list(_ROW_TYPES)).astype(_ROW_TYPES)
     return frame
 
 
 def summarize_localization(scores: pd.DataFrame) -> pd.DataFrame:
-    """Per-label and overall localisation scores beside the chance level.
+    """Per-label and overall localisation scores beside chance and the anatomical prior.
 
     Args:
         scores: The frame of `score_localization`.
@@ -429,8 +566,10 @@ def summarize_localization(scores: pd.DataFrame) -> pd.DataFrame:
         One row per label (in order of appearance) and a last row ``"overall"`` pooling all
         findings (a micro-average), with columns ``findings`` (boxed findings), ``explained``
         (those with a heatmap), ``hit_rate`` (pointing game), ``chance`` (hit rate of a
-        random point on the same explained findings), ``iou`` and ``energy`` (means over the
-        explained findings). A label without explained findings has NaN scores.
+        random point on the same explained findings), ``prior_hit_rate`` (the anatomical
+        prior's), ``iou``, ``prior_iou``, ``energy`` and ``prior_energy`` (means over the
+        explained findings; the prior's over those whose label has a prior map). A label
+        without explained findings has NaN scores, as has the prior where none was given.
 
     Raises:
         KeyError: If ``scores`` lacks a column of `score_localization`'s output.
@@ -446,8 +585,11 @@ def summarize_localization(scores: pd.DataFrame) -> pd.DataFrame:
             "explained": len(explained),
             "hit_rate": float(explained["hit"].astype("float64").mean()),
             "chance": float(explained["chance"].mean()),
+            "prior_hit_rate": float(explained["prior_hit"].astype("float64").mean()),
             "iou": float(explained["iou"].mean()),
+            "prior_iou": float(explained["prior_iou"].mean()),
             "energy": float(explained["energy"].mean()),
+            "prior_energy": float(explained["prior_energy"].mean()),
         }
 
     table = {str(label): pooled(rows) for label, rows in scores.groupby("label", sort=False)}

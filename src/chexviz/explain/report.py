@@ -3,8 +3,11 @@
 `study_figure` draws one image's input, its probability table (predicted positives in
 bold) and one overlay per explained class, like the figures of the reference study but with
 the colours the right way round. `write_html_report` collects many images in one
-self-contained HTML file: the pictures are embedded as base64 PNG data, so the file opens in
-any browser without a server, and every piece of text is HTML-escaped.
+self-contained HTML file: the pictures are embedded as small base64 JPEG thumbnails, so the
+file opens in any browser without a server and stays small enough to e-mail, and every piece
+of text is HTML-escaped. Given the answer key it shows, per image, the true labels beside the
+predictions (true positive, false positive, missed finding), the ground-truth boxes on the
+overlays and summary tables at the top, and lets the reader filter by finding and outcome.
 
 `save_study_figure` and `write_html_report` write atomically (a temporary file in the same
 folder, then a rename) and create missing parent folders. matplotlib is imported only inside
@@ -15,26 +18,30 @@ needed).
 from __future__ import annotations
 
 import base64
+import hashlib
 import html
 import io
+import json
 import logging
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from PIL import Image, ImageDraw
 
 from chexviz._internal.atomic import write_bytes_atomic
 from chexviz._version import __version__
 from chexviz.explain.explanation import Explanation
+from chexviz.explain.localization import BoxLike, map_peak
 from chexviz.explain.overlay import colormap, image_to_pil, overlay_heatmap
 
 if TYPE_CHECKING:
+    import pandas as pd
     from matplotlib.colors import Colormap
     from matplotlib.figure import Figure
-    from PIL import Image
 
 
 __all__ = ["save_study_figure", "study_figure", "write_html_report"]
@@ -217,10 +224,142 @@ def save_study_figure(
     return target
 
 
-def _png_data_uri(picture: Image.Image) -> str:
+_BOX_COLOUR = (0, 255, 255)
+_PEAK_COLOUR = (255, 255, 255)
+_OUTCOME_TEXT = {
+    "tp": "true positive",
+    "fp": "false positive",
+    "fn": "missed finding",
+    "tn": "",
+    "na": "not scored",
+}
+_TRUTH_TEXT = {"tp": "positive", "fn": "positive", "fp": "negative", "tn": "negative", "na": "—"}
+
+
+def _jpeg_data_uri(picture: Image.Image, quality: int) -> str:
     buffer = io.BytesIO()
-    picture.save(buffer, format="PNG", optimize=True)
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+    picture.save(buffer, format="JPEG", quality=quality, optimize=True)
+    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _thumbnail(picture: Image.Image, side: int) -> tuple[Image.Image, float, float]:
+    """The picture shrunk to at most ``side`` pixels a side, and the x and y scale factors."""
+    width, height = picture.size
+    scale = min(1.0, side / max(width, height))
+    if scale < 1.0:
+        size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        picture = picture.resize(size, Image.Resampling.LANCZOS)
+    return picture, picture.size[0] / width, picture.size[1] / height
+
+
+def _as_box_array(value: BoxLike, where: str) -> np.ndarray:
+    boxes = np.asarray(value, dtype=np.float64)
+    if boxes.ndim == 1:
+        boxes = boxes[None, :]
+    if boxes.ndim != 2 or boxes.shape[1] != 4 or not np.isfinite(boxes).all():
+        raise ValueError(f"{where} must be (x0, y0, x1, y1) boxes, got {value!r}")
+    return boxes
+
+
+def _draw_ground_truth(
+    picture: Image.Image, boxes: np.ndarray, peak: tuple[int, int] | None, sx: float, sy: float
+) -> None:
+    """Ground-truth boxes (cyan) and the map's single pointing-game point (a white cross)."""
+    draw = ImageDraw.Draw(picture)
+    for x0, y0, x1, y1 in boxes:
+        # pixel c covers [c, c + 1): the box's last pixel column is x1 - 1
+        corners = (x0 * sx, y0 * sy, max(x0 * sx, x1 * sx - 1), max(y0 * sy, y1 * sy - 1))
+        draw.rectangle(corners, outline=_BOX_COLOUR)
+    if peak is not None:
+        row, column = peak
+        x, y, arm = (column + 0.5) * sx, (row + 0.5) * sy, max(2.0, 2 * sx)
+        draw.line([(x - arm, y), (x + arm, y)], fill=_PEAK_COLOUR)
+        draw.line([(x, y - arm), (x, y + arm)], fill=_PEAK_COLOUR)
+
+
+def _outcomes(explanation: Explanation, index: int, truth: np.ndarray | None) -> dict[str, str]:
+    """Per label: tp, fp, fn, tn or na (not scored) with an answer key; pp or pn without."""
+    codes = {}
+    for j, (label, _, _, positive) in enumerate(_rows(explanation, index)):
+        if truth is None:
+            codes[label] = "pp" if positive else "pn"
+        elif math.isnan(truth[j]):
+            codes[label] = "na"
+        elif truth[j] == 1:
+            codes[label] = "tp" if positive else "fn"
+        else:
+            codes[label] = "fp" if positive else "tn"
+    return codes
+
+
+_STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2rem; color: #222; max-width: 70rem; }
+h1 { margin-bottom: 0.2rem; }
+.meta { color: #666; margin-top: 0; }
+section { border-top: 1px solid #ddd; padding: 1rem 0; }
+.top { display: flex; gap: 2rem; align-items: flex-start; flex-wrap: wrap; }
+figure { margin: 0; display: inline-block; }
+figure img { width: 12rem; height: auto; image-rendering: auto; display: block; }
+figcaption { font-size: 0.9rem; text-align: center; margin-top: 0.3rem; max-width: 12rem; }
+.overlays { display: flex; gap: 1rem; flex-wrap: wrap; margin-top: 1rem; }
+table { border-collapse: collapse; font-size: 0.9rem; }
+th, td { border: 1px solid #ccc; padding: 0.15rem 0.6rem; }
+td.num, table.summary td { text-align: right; font-variant-numeric: tabular-nums; }
+tr.positive { font-weight: bold; background: #fff6e0; }
+td.tp { color: #11661f; } td.fp { color: #b00020; } td.fn { color: #b00020; }
+.scale { display: flex; align-items: center; gap: 0.5rem; font-size: 0.85rem; color: #555; }
+.scale span.bar { width: 12rem; height: 0.8rem; border: 1px solid #ccc; }
+.note { color: #666; font-style: italic; }
+.filters { margin: 1rem 0; display: flex; gap: 1.5rem; align-items: center; }
+.summaries h2 { font-size: 1.1rem; }
+"""
+
+# The report's only script: it filters sections by the codes in their data-outcomes attribute
+# and interpolates nothing. The page's Content-Security-Policy allows exactly this script (by
+# its hash) and no other, nor any request.
+_FILTER_SCRIPT = """
+(function () {
+  var form = document.getElementById("filters");
+  var finding = document.getElementById("finding");
+  var outcome = document.getElementById("outcome");
+  var sections = document.querySelectorAll("section.image");
+  var errors = ["fp", "fn"];
+  function matches(code, wanted) {
+    if (!wanted) { return ["tp", "fp", "fn", "pp"].indexOf(code) >= 0; }
+    if (wanted === "correct") { return ["tp", "tn", "pp", "pn"].indexOf(code) >= 0; }
+    return code === wanted;
+  }
+  function update() {
+    var wanted = outcome ? outcome.value : "";
+    var shown = 0;
+    sections.forEach(function (section) {
+      var codes = JSON.parse(section.getAttribute("data-outcomes"));
+      var labels = finding.value ? [finding.value] : Object.keys(codes);
+      var keep;
+      if (!finding.value && !wanted) {
+        keep = true;
+      } else if (!finding.value && wanted === "correct") {
+        keep = labels.every(function (l) { return errors.indexOf(codes[l]) < 0; });
+      } else {
+        keep = labels.some(function (l) { return matches(codes[l], wanted); });
+      }
+      section.hidden = !keep;
+      shown += keep ? 1 : 0;
+    });
+    document.getElementById("shown").textContent =
+      shown + " of " + sections.length + " images shown";
+  }
+  form.hidden = false;
+  finding.addEventListener("change", update);
+  if (outcome) { outcome.addEventListener("change", update); }
+  update();
+})();
+"""
+_SCRIPT_HASH = base64.b64encode(hashlib.sha256(_FILTER_SCRIPT.encode()).digest()).decode()
+_POLICY = (
+    "default-src 'none'; img-src data:; style-src 'unsafe-inline'; "
+    f"script-src 'sha256-{_SCRIPT_HASH}'"
+)
 
 
 def _gradient_css(cmap: str | Colormap) -> str:
@@ -232,24 +371,27 @@ def _gradient_css(cmap: str | Colormap) -> str:
     return "linear-gradient(to right, " + ", ".join(stops) + ")"
 
 
-_STYLE = """
-body { font-family: system-ui, sans-serif; margin: 2rem; color: #222; max-width: 70rem; }
-h1 { margin-bottom: 0.2rem; }
-.meta { color: #666; margin-top: 0; }
-section { border-top: 1px solid #ddd; padding: 1rem 0; }
-.top { display: flex; gap: 2rem; align-items: flex-start; flex-wrap: wrap; }
-figure { margin: 0; display: inline-block; }
-figure img { width: 16rem; height: auto; image-rendering: auto; display: block; }
-figcaption { font-size: 0.9rem; text-align: center; margin-top: 0.3rem; }
-.overlays { display: flex; gap: 1rem; flex-wrap: wrap; margin-top: 1rem; }
-table { border-collapse: collapse; font-size: 0.9rem; }
-th, td { border: 1px solid #ccc; padding: 0.15rem 0.6rem; }
-td.num { text-align: right; font-variant-numeric: tabular-nums; }
-tr.positive { font-weight: bold; background: #fff6e0; }
-.scale { display: flex; align-items: center; gap: 0.5rem; font-size: 0.85rem; color: #555; }
-.scale span.bar { width: 12rem; height: 0.8rem; border: 1px solid #ccc; }
-.note { color: #666; font-style: italic; }
-"""
+class _Pictures:
+    """How the report draws its pictures: thumbnails as JPEG, overlays with their boxes."""
+
+    def __init__(self, alpha: float, cmap: str | Colormap, thumbnail: int, quality: int) -> None:
+        self.alpha, self.cmap, self.thumbnail, self.quality = alpha, cmap, thumbnail, quality
+
+    def input(self, explanation: Explanation, index: int) -> str:
+        picture = image_to_pil(explanation.images[index])
+        if explanation.images.shape[1] == 1:
+            picture = picture.convert("L")  # a third of the bytes for a grey X-ray
+        return _jpeg_data_uri(_thumbnail(picture, self.thumbnail)[0], self.quality)
+
+    def overlay(
+        self, explanation: Explanation, index: int, cls: str, boxes: np.ndarray | None
+    ) -> str:
+        heat = explanation.heatmaps[index][cls]
+        picture = overlay_heatmap(explanation.images[index], heat, alpha=self.alpha, cmap=self.cmap)
+        picture, sx, sy = _thumbnail(picture, self.thumbnail)
+        if boxes is not None:
+            _draw_ground_truth(picture, boxes, map_peak(heat), sx, sy)
+        return _jpeg_data_uri(picture, self.quality)
 
 
 def _image_section(
@@ -257,35 +399,42 @@ def _image_section(
     index: int,
     name: str,
     anchor: str,
-    alpha: float,
-    cmap: str | Colormap,
+    pictures: _Pictures,
+    truth: np.ndarray | None,
+    boxes: Mapping[str, np.ndarray],
 ) -> str:
     escape = html.escape
+    codes = _outcomes(explanation, index, truth)
     table_rows = []
     for label, p, t, positive in _rows(explanation, index):
         attributes = ' class="positive"' if positive else ""
-        table_rows.append(
-            f"<tr{attributes}><td>{escape(label)}</td>"
-            f'<td class="num">{100 * p:.1f}</td><td class="num">{100 * t:.1f}</td></tr>'
-        )
+        cells = f'<td>{escape(label)}</td><td class="num">{100 * p:.1f}</td>'
+        cells += f'<td class="num">{100 * t:.1f}</td>'
+        if truth is not None:
+            code = codes[label]
+            cells += f'<td>{_TRUTH_TEXT[code]}</td><td class="{code}">{_OUTCOME_TEXT[code]}</td>'
+        table_rows.append(f"<tr{attributes}>{cells}</tr>")
     figures = []
     for cls in explanation.classes[index]:
-        picture = overlay_heatmap(
-            explanation.images[index], explanation.heatmaps[index][cls], alpha=alpha, cmap=cmap
-        )
-        caption = escape(_caption(explanation, index, cls))
+        source = pictures.overlay(explanation, index, cls, boxes.get(cls))
+        caption = _caption(explanation, index, cls)
+        if truth is not None:
+            caption += f" · {_OUTCOME_TEXT[codes[cls]] or 'true negative'}"
         figures.append(
-            f'<figure><img src="{_png_data_uri(picture)}" alt="{escape(cls)} heatmap of '
-            f'{escape(name)}"><figcaption>{caption}</figcaption></figure>'
+            f'<figure><img src="{source}" alt="{escape(cls)} heatmap of {escape(name)}">'
+            f"<figcaption>{escape(caption)}</figcaption></figure>"
         )
     overlays = "\n".join(figures) or '<p class="note">No class explained for this image.</p>'
-    return f"""<section id="{anchor}">
+    header = "<th>Finding</th><th>Probability (%)</th><th>Threshold (%)</th>"
+    if truth is not None:
+        header += "<th>Truth</th><th>Outcome</th>"
+    return f"""<section class="image" id="{anchor}" data-outcomes="{escape(json.dumps(codes))}">
 <h2>{escape(name)}</h2>
 <div class="top">
-<figure><img src="{_png_data_uri(image_to_pil(explanation.images[index]))}" alt="input image \
-{escape(name)}"><figcaption>Input</figcaption></figure>
+<figure><img src="{pictures.input(explanation, index)}" alt="input image {escape(name)}">\
+<figcaption>Input</figcaption></figure>
 <table>
-<thead><tr><th>Finding</th><th>Probability (%)</th><th>Threshold (%)</th></tr></thead>
+<thead><tr>{header}</tr></thead>
 <tbody>
 {chr(10).join(table_rows)}
 </tbody>
@@ -297,6 +446,48 @@ def _image_section(
 </section>"""
 
 
+def _summaries_html(summaries: Mapping[str, pd.DataFrame] | None) -> str:
+    if not summaries:
+        return ""
+    parts = ['<div class="summaries">']
+    for heading, frame in summaries.items():
+        table = frame.to_html(
+            float_format=lambda value: f"{value:.3f}", na_rep="—", border=0, classes="summary"
+        )
+        parts.append(f"<h2>{html.escape(str(heading))}</h2>\n{table}")
+    parts.append("</div>")
+    return "\n".join(parts)
+
+
+def _filters_html(labels: tuple[str, ...], with_truth: bool) -> str:
+    escape = html.escape
+    options = "".join(
+        f'<option value="{escape(label)}">{escape(label)}</option>' for label in labels
+    )
+    finding = f'<label>Finding <select id="finding"><option value="">any</option>{options}'
+    finding += "</select></label>"
+    outcome = ""
+    if with_truth:
+        choices = [("", "any"), *((c, _OUTCOME_TEXT[c]) for c in ("tp", "fp", "fn"))]
+        choices.append(("correct", "no error"))
+        listed = "".join(f'<option value="{value}">{text}</option>' for value, text in choices)
+        outcome = f'<label>Outcome <select id="outcome">{listed}</select></label>'
+    return (
+        f'<form class="filters" id="filters" hidden>{finding}{outcome}'
+        f'<span id="shown"></span></form>'
+    )
+
+
+def _per_image(
+    name: str, values: Sequence[Any] | np.ndarray | None, count: int
+) -> Sequence[Any] | np.ndarray | None:
+    if values is not None and len(values) != count:
+        raise ValueError(
+            f"{name} has {len(values)} entries but the explanations hold {count} images"
+        )
+    return values
+
+
 def write_html_report(
     explanations: Explanation | Sequence[Explanation],
     path: str | os.PathLike[str],
@@ -305,51 +496,110 @@ def write_html_report(
     title: str = "chexviz report",
     alpha: float = 0.5,
     cmap: str | Colormap = "inferno",
+    truth: np.ndarray | Sequence[Sequence[float]] | None = None,
+    boxes: Sequence[Mapping[str, BoxLike] | None] | None = None,
+    summaries: Mapping[str, pd.DataFrame] | None = None,
+    thumbnail: int = 160,
+    quality: int = 80,
 ) -> Path:
     """Writes a self-contained HTML report of many explained images.
 
     Each image gets a section with its name, the input image, the probability table of all
-    labels (predicted positives in bold) and one overlay per explained class. Images are
-    embedded as base64 PNG data URIs, so the single file opens in a browser without a server
-    or other files. All text (title, names, labels, class names) is HTML-escaped.
+    labels (predicted positives in bold) and one overlay per explained class. With ``truth``
+    the table also shows each label's true value and the outcome (true positive, false
+    positive, missed finding), and the reader can filter the images by finding and by outcome
+    (a small inline script; without it every image shows). With ``boxes`` the overlays show
+    the ground-truth boxes (cyan) and the map's pointing-game point (a white cross).
+    ``summaries`` are tables shown at the top (metrics beside their baselines, localisation
+    beside chance and the prior).
+
+    Pictures are JPEG thumbnails of at most ``thumbnail`` pixels a side embedded as data URIs,
+    so the single file opens in a browser without a server or other files and a few hundred
+    images stay a few MB. All text (title, names, labels, class names, table cells) is
+    HTML-escaped, and the page's Content-Security-Policy lets only its own filter script run
+    and nothing be fetched.
 
     Args:
-        explanations: One explanation or several; their images are reported in order.
+        explanations: One explanation or several (with the same labels); their images are
+            reported in order.
         path: Output ``.html`` file; missing parent folders are created.
         names: One name per image over all explanations (e.g. file names); default
             ``"image 1"``, ``"image 2"``, ...
         title: Title of the page.
         alpha: Opacity of the heatmaps, in [0, 1].
         cmap: matplotlib colormap (name or object) of the heatmaps.
+        truth: The answer key, ``[N, L]`` over all images and the explanations' labels: 1
+            positive, 0 negative, NaN not scored (e.g. an uncertain label left out).
+        boxes: Per image, label -> box(es) ``(x0, y0, x1, y1)`` in the pixels of the
+            explanation's images (their heatmaps' resolution), or None for an image without.
+        summaries: Heading -> table to show at the top, in order (e.g.
+            ``metrics.to_frame()`` and ``summarize_localization(scores)``).
+        thumbnail: Largest side of the pictures, in pixels.
+        quality: JPEG quality of the pictures, 1 to 95.
 
     Returns:
         The written path.
 
     Raises:
-        ValueError: If there is no image, or ``names`` does not have one entry per image.
+        ValueError: If there is no image, ``names``, ``truth`` or ``boxes`` does not have one
+            entry per image, the explanations' labels differ, a box is malformed, or
+            ``thumbnail`` or ``quality`` is out of range.
     """
     batches = [explanations] if isinstance(explanations, Explanation) else list(explanations)
     slots = [(batch, index) for batch in batches for index in range(len(batch))]
     if not slots:
         raise ValueError("no image to report: explanations are empty")
+    if thumbnail < 16 or not 1 <= quality <= 95:
+        raise ValueError(
+            f"thumbnail must be >= 16 and quality in [1, 95], got {thumbnail}, {quality}"
+        )
+    labels = batches[0].labels
+    if any(batch.labels != labels for batch in batches):
+        raise ValueError("the explanations have different labels; report them separately")
     if names is None:
-        labels = [f"image {number}" for number in range(1, len(slots) + 1)]
+        titles = [f"image {number}" for number in range(1, len(slots) + 1)]
     else:
-        labels = [os.fspath(name) for name in names]
-        if len(labels) != len(slots):
+        titles = [os.fspath(name) for name in names]
+        _per_image("names", titles, len(slots))
+    key = None
+    if truth is not None:
+        key = np.asarray(truth, dtype=np.float64)
+        if key.shape != (len(slots), len(labels)):
             raise ValueError(
-                f"names has {len(labels)} entries but the explanations hold {len(slots)} images"
+                f"truth must have shape [{len(slots)}, {len(labels)}] (images x labels), "
+                f"got {list(key.shape)}"
             )
+    per_image = _per_image("boxes", boxes, len(slots))
+    drawn = [
+        {
+            str(label): _as_box_array(value, f"boxes[{number}][{label!r}]")
+            for label, value in ((per_image[number] or {}) if per_image is not None else {}).items()
+        }
+        for number in range(len(slots))
+    ]
+    pictures = _Pictures(alpha, cmap, thumbnail, quality)
     methods = sorted({f"{batch.method} at {batch.layer}" for batch in batches})
     sections = [
-        _image_section(batch, index, name, f"image-{number}", alpha, cmap)
-        for number, ((batch, index), name) in enumerate(zip(slots, labels, strict=True), start=1)
+        _image_section(
+            batch,
+            index,
+            name,
+            f"image-{number + 1}",
+            pictures,
+            None if key is None else key[number],
+            drawn[number],
+        )
+        for number, ((batch, index), name) in enumerate(zip(slots, titles, strict=True))
     ]
     escape = html.escape
+    legend = "bold rows: predicted positive (probability &ge; threshold)"
+    if per_image is not None:
+        legend += " · cyan: ground-truth box · white cross: the map's peak (pointing game)"
     document = f"""<!DOCTYPE html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy" content="{_POLICY}">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{escape(title)}</title>
 <style>{_STYLE}</style>
@@ -358,10 +608,12 @@ def write_html_report(
 <h1>{escape(title)}</h1>
 <p class="meta">{len(slots)} image{"s" if len(slots) != 1 else ""} · \
 {escape("; ".join(methods))} · chexviz {escape(__version__)}</p>
+{_summaries_html(summaries)}
 <p class="scale">heatmap, normalised per class: low <span class="bar" \
-style="background: {_gradient_css(cmap)}"></span> high · bold rows: predicted positive \
-(probability &ge; threshold)</p>
+style="background: {_gradient_css(cmap)}"></span> high · {legend}</p>
+{_filters_html(labels, key is not None)}
 {chr(10).join(sections)}
+<script>{_FILTER_SCRIPT}</script>
 </body>
 </html>
 """

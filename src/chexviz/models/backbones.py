@@ -149,6 +149,7 @@ def _info(
     weights: tvm.WeightsEnum | None,
     mean: Sequence[float] = IMAGENET_MEAN,
     std: Sequence[float] = IMAGENET_STD,
+    final_pool: int = 1,
 ) -> BackboneInfo:
     m, s = channel_stats(mean, std, in_channels)
     return BackboneInfo(
@@ -160,6 +161,7 @@ def _info(
         gradcam_layer,
         first_conv=first_conv,
         weights=str(weights) if weights is not None else None,
+        final_pool=final_pool,
     )
 
 
@@ -333,10 +335,13 @@ def convnext_tiny(*, pretrained: bool, in_channels: int) -> Backbone:
 
 @register_backbone("vgg16")
 def vgg16(*, pretrained: bool, in_channels: int) -> Backbone:
-    """VGG-16's convolutional part (512 features, stride 16: the last max-pool is dropped).
+    """VGG-16's convolutional part (512 features, stride 16: the last max-pool is left out).
 
     Only the convolutional layers are built: the fully connected classifier (over 100 M
-    parameters) is never instantiated.
+    parameters) is never instantiated. The backbone ends at block5's last ReLU (8x8 at 128 px),
+    the map Grad-CAM explains; block5's 2x2 max-pool, with which Keras'
+    ``VGG16(include_top=False)`` ends (4x4 at 128 px), is declared as ``final_pool=2`` and
+    applied by the heads that reproduce the reference study (``mlp``, ``study_attention``).
 
     Args:
         pretrained: Load torchvision's ImageNet weights.
@@ -355,11 +360,13 @@ def vgg16(*, pretrained: bool, in_channels: int) -> Backbone:
             {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
         )
     replace_stem_conv(features, "0", in_channels)
-    # Dropping the last max-pool gives the feature map Grad-CAM wants (before pooling).
+    # The last max-pool moves to the heads (final_pool) so that Grad-CAM sees the 8x8 map.
     layers = list(features)[:-1]
     layers[-1] = nn.ReLU(inplace=False)
     last = str(len(layers) - 1)
-    info = _info("vgg16", 512, in_channels, 16, f"features.{last}", "features.0", weights)
+    info = _info(
+        "vgg16", 512, in_channels, 16, f"features.{last}", "features.0", weights, final_pool=2
+    )
     return Backbone(nn.Sequential(*layers), info)
 
 

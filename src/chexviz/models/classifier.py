@@ -82,12 +82,14 @@ class MultiLabelClassifier(nn.Module):
             other than 14 names the outputs ``label_0``, ``label_1``, ...
         in_channels: 1 (greyscale) or 3 (RGB).
         pretrained: Start the backbone from ImageNet weights (downloads them on first use).
-        head: ``"linear"``, ``"mlp"`` or ``"attention"`` (see
+        head: ``"linear"``, ``"mlp"`` (the reference study's head), ``"study_attention"`` (the
+            study's attention model) or ``"attention_pool"`` (see
             [`chexviz.models.heads`][chexviz.models.heads]).
         dropout: Head dropout probability; None uses the head's default.
         labels: Output names; None means [`CHEXPERT_LABELS`][chexviz.data.labels.CHEXPERT_LABELS].
-        image_size: Side of the square input the model is trained on. The ``mlp`` head only
-            accepts this size; the others accept any size from the backbone's minimum.
+        image_size: Side of the square input the model is trained on. The ``mlp`` and
+            ``study_attention`` heads only accept this size; the others accept any size from
+            the backbone's minimum.
 
     Attributes:
         backbone: The [`Backbone`][chexviz.models.registry.Backbone].
@@ -152,6 +154,7 @@ class MultiLabelClassifier(nn.Module):
             self.num_labels,
             dropout=self.dropout,
             feature_size=feature_size,
+            pool=info.final_pool,
         )
         self.register_buffer("mean", torch.tensor(info.mean).view(1, -1, 1, 1))
         self.register_buffer("std", torch.tensor(info.std).view(1, -1, 1, 1))

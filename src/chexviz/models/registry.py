@@ -61,6 +61,11 @@ class BackboneInfo:
             input (as timm's ``pretrained_cfg["first_conv"]``); None when not declared.
         weights: The pretrained weights the backbone was built with (torchvision's name, e.g.
             ``"ResNet18_Weights.IMAGENET1K_V1"``); None when randomly initialised.
+        final_pool: Kernel (and stride) of a max-pool that the reference network applies after
+            ``gradcam_layer`` and that the backbone leaves out so that Grad-CAM sees the finer
+            map (VGG-16: 2, its block5 pool, which Keras' ``include_top=False`` base ends
+            with). The heads that reproduce the reference study (``mlp``,
+            ``study_attention``) apply it; 1 means none.
     """
 
     name: str
@@ -71,6 +76,7 @@ class BackboneInfo:
     gradcam_layer: str
     first_conv: str | None = None
     weights: str | None = None
+    final_pool: int = 1
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -88,6 +94,10 @@ class BackboneInfo:
             raise ValueError(f"BackboneInfo.min_input_size must be >= 1, got {self.min_input_size}")
         if not self.gradcam_layer:
             raise ValueError("BackboneInfo.gradcam_layer must name a submodule")
+        if isinstance(self.final_pool, bool) or not isinstance(self.final_pool, int):
+            raise ValueError(f"BackboneInfo.final_pool must be an int, got {self.final_pool!r}")
+        if self.final_pool < 1:
+            raise ValueError(f"BackboneInfo.final_pool must be >= 1, got {self.final_pool}")
 
     @property
     def in_channels(self) -> int:

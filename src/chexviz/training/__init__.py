@@ -10,7 +10,7 @@ from chexviz.training.losses import (
     masked_bce_with_logits,
     pos_weight_from_targets,
 )
-from chexviz.training.metrics import Metrics, compute_metrics
+from chexviz.training.metrics import Metrics, compute_metrics, evaluation_targets
 from chexviz.training.thresholds import tune_thresholds
 from chexviz.training.trainer import Trainer
 
@@ -21,6 +21,7 @@ __all__ = [
     "Metrics",
     "Trainer",
     "compute_metrics",
+    "evaluation_targets",
     "masked_bce_with_logits",
     "pos_weight_from_targets",
     "tune_thresholds",

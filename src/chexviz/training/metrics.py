@@ -6,6 +6,17 @@ evaluated entries has no defined AUROC: it is reported as ``nan`` and listed in
 [`Metrics.undefined_auroc`][chexviz.training.metrics.Metrics.undefined_auroc], never as 0 or 1, and
 macro averages skip it. Entries whose target is ``nan`` (ignored) are left out of every metric
 of their label.
+
+Accuracy is reported twice, each beside two constant predictors:
+
+* ``binary_accuracy``: ``probability > 0.5``, Keras' ``binary_accuracy`` and the reference
+  study's metric (its "test accuracy" is the mean of it over the 14 labels);
+* ``accuracy``: ``probability >= threshold`` at the model's (tuned) thresholds;
+* ``all_negative_accuracy``: the constant "negative" answer;
+* ``majority_accuracy``: the per-label majority class of the evaluated entries, the best any
+  constant answer can score on them (chosen with hindsight, so a slightly generous baseline;
+  on CheXpert it differs from all-negative where positives are the majority, such as Support
+  Devices in ``train.csv``).
 """
 
 from __future__ import annotations
@@ -13,16 +24,42 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
+
+from chexviz._internal.arrays import on_host
+from chexviz._internal.datasets import unwrap_subsets
+from chexviz.data.labels import COMPETITION_LABELS, PolicyName, apply_policy
 
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["Metrics", "compute_metrics"]
+__all__ = [
+    "STUDY_THRESHOLD",
+    "EvaluationPolicy",
+    "Metrics",
+    "compute_metrics",
+    "evaluation_targets",
+]
 
-_PER_LABEL = ("auroc", "accuracy", "f1", "all_negative_accuracy")
+EvaluationPolicy = Literal["negative", "exclude"]
+"""How evaluation reads an uncertain (``-1``) label: ``"negative"`` (the reference study's
+choice, and what U-Zeros trains on) or ``"exclude"`` (left out of that label's metrics)."""
+
+STUDY_THRESHOLD = 0.5
+"""The threshold of the reference study's accuracy (Keras' ``binary_accuracy``: ``p > 0.5``)."""
+
+_PER_LABEL = (
+    "auroc",
+    "accuracy",
+    "binary_accuracy",
+    "f1",
+    "all_negative_accuracy",
+    "majority_accuracy",
+)
+# Absent from dicts written before they existed (checkpoints, history.json); read as nan.
+_ADDED = ("binary_accuracy", "majority_accuracy")
 _COUNTS = ("support", "positives")
 
 
@@ -47,10 +84,15 @@ class Metrics:
     Attributes:
         labels: Label names.
         auroc: Area under the ROC curve per label.
-        accuracy: Accuracy of ``probability >= threshold`` per label.
+        accuracy: Accuracy of ``probability >= threshold`` per label (the model's thresholds).
+        binary_accuracy: Accuracy of ``probability > 0.5`` per label: Keras'
+            ``binary_accuracy``, the reference study's metric.
         f1: F1 score of the positive class at the thresholds, per label.
         all_negative_accuracy: Accuracy of the trivial predictor that says "negative" for
-            everything, per label: the baseline the accuracy should beat.
+            everything, per label.
+        majority_accuracy: Accuracy of the per-label majority class of the evaluated entries
+            (the best constant predictor, chosen with hindsight): the strongest trivial
+            baseline either accuracy must beat.
         support: Number of evaluated (non-ignored) entries per label.
         positives: Number of positive entries per label.
         thresholds: The decision thresholds used, per label.
@@ -60,8 +102,10 @@ class Metrics:
     labels: tuple[str, ...]
     auroc: np.ndarray
     accuracy: np.ndarray
+    binary_accuracy: np.ndarray
     f1: np.ndarray
     all_negative_accuracy: np.ndarray
+    majority_accuracy: np.ndarray
     support: np.ndarray
     positives: np.ndarray
     thresholds: np.ndarray
@@ -73,9 +117,33 @@ class Metrics:
         return _nanmean(self.auroc)
 
     @property
+    def competition_auroc(self) -> float:
+        """Mean AUROC over the five CheXpert competition labels (``COMPETITION_LABELS``).
+
+        The summary the CheXpert paper and its follow-ups compare on; labels missing from
+        ``labels`` or with an undefined AUROC are skipped (``nan`` if none is left).
+        """
+        values = [
+            float(self.auroc[self.labels.index(name)])
+            for name in COMPETITION_LABELS
+            if name in self.labels
+        ]
+        return _nanmean(np.asarray(values, dtype=np.float64))
+
+    @property
     def macro_accuracy(self) -> float:
-        """Mean per-label accuracy: the reference study's "mean binary accuracy"."""
+        """Mean per-label accuracy at the model's thresholds."""
         return _nanmean(self.accuracy)
+
+    @property
+    def macro_binary_accuracy(self) -> float:
+        """Mean per-label accuracy at 0.5: the reference study's "mean binary accuracy"."""
+        return _nanmean(self.binary_accuracy)
+
+    @property
+    def macro_majority_accuracy(self) -> float:
+        """Mean accuracy of the per-label majority class over the same labels and entries."""
+        return _nanmean(self.majority_accuracy)
 
     @property
     def macro_f1(self) -> float:
@@ -124,8 +192,8 @@ class Metrics:
         """Return a JSON-serialisable dict, the inverse of `from_dict`.
 
         Returns:
-            Per-label lists, the macro averages, the undefined-AUROC labels and the loss;
-            ``nan`` becomes ``None``.
+            Per-label lists, the macro averages (and ``competition_auroc``), the
+            undefined-AUROC labels and the loss; ``nan`` becomes ``None``.
         """
         out: dict[str, Any] = {"labels": list(self.labels)}
         for name in (*_PER_LABEL, "thresholds"):
@@ -134,6 +202,7 @@ class Metrics:
             out[name] = [int(v) for v in getattr(self, name)]
         out["loss"] = _to_json_value(self.loss)
         out["macro"] = {name: _to_json_value(getattr(self, f"macro_{name}")) for name in _PER_LABEL}
+        out["competition_auroc"] = _to_json_value(self.competition_auroc)
         out["undefined_auroc"] = list(self.undefined_auroc)
         return out
 
@@ -143,6 +212,8 @@ class Metrics:
 
         Args:
             data: The dict (derived entries such as ``"macro"`` are recomputed, not read).
+                Dicts written before ``binary_accuracy`` and ``majority_accuracy`` existed
+                read them as ``nan``.
 
         Returns:
             The metrics.
@@ -152,6 +223,8 @@ class Metrics:
         """
 
         def floats(key: str) -> np.ndarray:
+            if key in _ADDED and key not in data:
+                return np.full(len(data["labels"]), math.nan)
             return np.array([math.nan if v is None else v for v in data[key]], dtype=np.float64)
 
         loss = data.get("loss")
@@ -164,7 +237,7 @@ class Metrics:
 
 
 def _as_2d(name: str, values: np.ndarray | Sequence[Sequence[float]]) -> np.ndarray:
-    array = np.asarray(values, dtype=np.float64)
+    array = np.asarray(on_host(values), dtype=np.float64)
     if array.ndim != 2:
         raise ValueError(f"{name} must have shape [N, L], got {array.shape}")
     return array
@@ -178,13 +251,16 @@ def compute_metrics(
     *,
     loss: float = math.nan,
 ) -> Metrics:
-    """Compute AUROC, accuracy, F1 and the all-negative baseline per label.
+    """Compute AUROC, accuracy (at the thresholds and at 0.5), F1 and two baselines per label.
 
     Args:
-        probs: Predicted probabilities ``[N, L]`` in ``[0, 1]``.
+        probs: Predicted probabilities ``[N, L]`` in ``[0, 1]`` (an array, or a tensor on any
+            device); evaluate float32 (or wider) probabilities: half-precision ones hold about
+            three digits and create ties.
         targets: Targets ``[N, L]`` in ``{0, 1}``; ``nan`` entries are ignored.
         thresholds: Decision threshold per label (``[L]``) or one for all; a label is
-            predicted positive when ``probability >= threshold``.
+            predicted positive when ``probability >= threshold``. ``binary_accuracy`` always
+            uses ``probability > 0.5`` instead (Keras' rule).
         labels: The ``L`` label names.
         loss: Loss to carry along in the result.
 
@@ -205,7 +281,8 @@ def compute_metrics(
         raise ValueError(f"probs have shape {p.shape} but targets have shape {y.shape}")
     if p.shape[1] != len(names):
         raise ValueError(f"probs have {p.shape[1]} columns but {len(names)} labels were given")
-    thr = np.broadcast_to(np.asarray(thresholds, dtype=np.float64), (len(names),)).copy()
+    thr = np.broadcast_to(np.asarray(on_host(thresholds), dtype=np.float64), (len(names),))
+    thr = thr.copy()
     for j, name in enumerate(names):
         column = p[:, j]
         if (
@@ -222,7 +299,9 @@ def compute_metrics(
             )
 
     count = len(names)
-    auroc, accuracy, f1, all_negative = (np.full(count, math.nan) for _ in range(4))
+    auroc, accuracy, binary, f1, all_negative, majority = (
+        np.full(count, math.nan) for _ in range(6)
+    )
     support = np.zeros(count, dtype=np.int64)
     positives = np.zeros(count, dtype=np.int64)
     for j in range(count):
@@ -235,7 +314,9 @@ def compute_metrics(
             continue
         predicted = score >= thr[j]
         accuracy[j] = float(np.mean(predicted == truth))
+        binary[j] = float(np.mean((score > STUDY_THRESHOLD) == truth))
         all_negative[j] = float(np.mean(~truth))
+        majority[j] = max(all_negative[j], 1.0 - all_negative[j])
         true_pos = int(np.sum(predicted & truth))
         denominator = int(predicted.sum()) + positives[j]
         if denominator:
@@ -246,10 +327,51 @@ def compute_metrics(
         labels=names,
         auroc=auroc,
         accuracy=accuracy,
+        binary_accuracy=binary,
         f1=f1,
         all_negative_accuracy=all_negative,
+        majority_accuracy=majority,
         support=support,
         positives=positives,
         thresholds=thr,
         loss=float(loss),
     )
+
+
+def evaluation_targets(
+    dataset: object, *, uncertain: EvaluationPolicy = "negative"
+) -> np.ndarray | None:
+    """The answer key of a labelled data set, the same whatever policy it was built with.
+
+    Training policies (U-Ones, U-Ignore, blank ignored...) decide what a model learns from;
+    they must not decide what it is scored against, or runs trained with different policies
+    are scored on different answers. The answer key reads the raw label cells: positive 1,
+    negative 0, blank 0 (not mentioned, read as negative as in the CheXpert paper), and
+    uncertain as ``uncertain`` says.
+
+    Args:
+        dataset: A data set exposing ``raw_labels`` (``[N, L]`` cells in ``{1, 0, -1}``, NaN
+            for blank) and ``labels``, such as a
+            [`CheXpertDataset`][chexviz.data.dataset.CheXpertDataset], or a ``Subset`` of one.
+        uncertain: ``"negative"`` or ``"exclude"`` (NaN, left out of the metrics).
+
+    Returns:
+        float32 targets ``[len(dataset), L]`` in ``{0, 1}`` (NaN where excluded), in the order
+        of ``dataset``; None when the data set keeps no raw label cells, whose own targets are
+        then the only answer key there is.
+
+    Raises:
+        ValueError: If ``uncertain`` is not ``"negative"`` or ``"exclude"``.
+    """
+    if uncertain not in ("negative", "exclude"):
+        raise ValueError(f"uncertain must be 'negative' or 'exclude', got {uncertain!r}")
+    base, positions = unwrap_subsets(dataset)
+    raw = getattr(base, "raw_labels", None)
+    labels = getattr(base, "labels", None)
+    if raw is None or labels is None:
+        return None
+    cells = np.asarray(raw, dtype=np.float32)
+    if positions is not None:
+        cells = cells[np.asarray(positions, dtype=np.int64)]
+    policy: PolicyName = "zeros" if uncertain == "negative" else "ignore"
+    return apply_policy(cells, tuple(labels), uncertainty=policy, blank="zeros")

@@ -16,6 +16,8 @@ from typing import Literal
 
 import numpy as np
 
+from chexviz._internal.arrays import on_host
+
 __all__ = ["ThresholdMetric", "tune_thresholds"]
 
 logger = logging.getLogger(__name__)
@@ -59,7 +61,7 @@ def tune_thresholds(
     threshold and a warning names it.
 
     Args:
-        probs: Probabilities ``[N, L]``.
+        probs: Probabilities ``[N, L]`` (an array, or a tensor on any device).
         targets: Targets ``[N, L]`` in ``{0, 1, nan}``.
         metric: ``"f1"`` or ``"youden"``.
         default: Threshold(s) for labels that cannot be tuned (scalar or ``[L]``).
@@ -73,15 +75,16 @@ def tune_thresholds(
     """
     if metric not in ("f1", "youden"):
         raise ValueError(f"metric must be 'f1' or 'youden', got {metric!r}")
-    p = np.asarray(probs, dtype=np.float32)
-    y = np.asarray(targets, dtype=np.float32)
+    p = np.asarray(on_host(probs), dtype=np.float32)
+    y = np.asarray(on_host(targets), dtype=np.float32)
     if p.ndim != 2 or p.shape != y.shape:
         raise ValueError(f"probs {p.shape} and targets {y.shape} must both have shape [N, L]")
     count = p.shape[1]
     names = tuple(labels) if labels is not None else tuple(f"label {j}" for j in range(count))
     if len(names) != count:
         raise ValueError(f"{len(names)} label names given for {count} columns")
-    result: np.ndarray = np.broadcast_to(np.asarray(default, dtype=np.float32), (count,)).copy()
+    defaults = np.asarray(on_host(default), dtype=np.float32)
+    result: np.ndarray = np.broadcast_to(defaults, (count,)).copy()
     untuned = []
     for j in range(count):
         valid = ~np.isnan(y[:, j])

@@ -59,7 +59,12 @@ from chexviz.training.checkpoint import (
 )
 from chexviz.training.history import EpochRecord, History
 from chexviz.training.losses import MaskedBCEWithLogitsLoss, masked_bce_sum, masked_bce_with_logits
-from chexviz.training.metrics import Metrics, compute_metrics
+from chexviz.training.metrics import (
+    EvaluationPolicy,
+    Metrics,
+    compute_metrics,
+    evaluation_targets,
+)
 from chexviz.training.thresholds import ThresholdMetric, tune_thresholds
 
 if TYPE_CHECKING:
@@ -648,7 +653,12 @@ class Trainer:
 
     # ------------------------------------------------------------------ inference
     def _infer(self, dataset: _SizedDataset) -> tuple[Tensor, Tensor | None]:
-        """Logits ``[N, L]`` (float32, CPU) and targets (or None), in dataset order."""
+        """Logits ``[N, L]`` (float32, CPU) and targets (or None), in dataset order.
+
+        Always in full precision: mixed precision is for training. bf16 logits round
+        probabilities to about three digits, and the ties they create move AUROC and the
+        tuned thresholds.
+        """
         if len(dataset) == 0:
             raise ValueError("the dataset is empty")
         kept = self._kept_loaders.get(id(dataset))
@@ -658,7 +668,7 @@ class Trainer:
             loader = self._inference_loader(dataset, persistent=False)
         logits: list[Tensor] = []
         targets: list[Tensor] = []
-        with eval_mode(self.model), torch.inference_mode(), self._autocast():
+        with eval_mode(self.model), torch.inference_mode():
             for batch in loader:
                 images, target = _split_batch(batch)
                 logits.append(self.model(self._to_device(images)).float())
@@ -686,7 +696,20 @@ class Trainer:
             ValueError: If the dataset is empty.
         """
         logits, _ = self._infer(dataset)
-        return torch.sigmoid(logits).numpy()
+        return torch.sigmoid(logits).cpu().numpy()
+
+    @staticmethod
+    def _answer_key(dataset: _SizedDataset, yielded: Tensor, uncertain: EvaluationPolicy) -> Tensor:
+        """The targets to score against: fixed by the raw labels, not the training policy."""
+        key = evaluation_targets(dataset, uncertain=uncertain)
+        if key is not None:
+            return torch.from_numpy(key)
+        if uncertain == "exclude":
+            raise ValueError(
+                "uncertain='exclude' needs the raw label cells (a dataset with .raw_labels, "
+                "such as CheXpertDataset); this dataset only yields targets"
+            )
+        return yielded
 
     def _metrics(self, logits: Tensor, targets: Tensor) -> Metrics:
         if targets.shape != logits.shape:
@@ -698,38 +721,52 @@ class Trainer:
         weight = self.loss_fn.pos_weight
         loss = masked_bce_with_logits(logits, targets, None if weight is None else weight.cpu())
         return compute_metrics(
-            torch.sigmoid(logits).numpy(),
-            targets.numpy(),
+            torch.sigmoid(logits).cpu().numpy(),
+            targets.cpu().numpy(),
             self.model.thresholds.cpu().numpy(),
             self.model.labels,
             loss=loss.item(),
         )
 
-    def evaluate(self, dataset: _SizedDataset) -> Metrics:
+    def evaluate(
+        self, dataset: _SizedDataset, *, uncertain: EvaluationPolicy = "negative"
+    ) -> Metrics:
         """Compute metrics of the model on a labelled dataset at the model's thresholds.
 
+        The answer key does not depend on the policy the dataset was built with: for a dataset
+        that keeps its raw label cells (``raw_labels``, as
+        [`CheXpertDataset`][chexviz.data.dataset.CheXpertDataset] does, also through
+        ``Subset``s) it is [`evaluation_targets`][chexviz.training.metrics.evaluation_targets]
+        (positive 1, negative and blank 0, uncertain as ``uncertain`` says), so a model trained
+        with U-Ones and one trained with U-Zeros are scored on the same answers. Other datasets
+        are scored on the targets they yield.
+
         Args:
-            dataset: Items ``(image, target)`` with ``nan`` for ignored targets.
+            dataset: Items ``(image, target)``.
+            uncertain: ``"negative"`` (uncertain labels count as negative, the reference
+                study's choice) or ``"exclude"`` (left out of their label's metrics).
 
         Returns:
             The metrics (its ``loss`` is the masked BCE with this trainer's ``pos_weight``).
 
         Raises:
-            ValueError: If the dataset is empty, has no targets or its label count differs from
-                the model's.
+            ValueError: If the dataset is empty, has no targets, its label count differs from
+                the model's, or ``uncertain="exclude"`` for a dataset without raw labels.
         """
         self._check_dataset(dataset, "evaluation")
         logits, targets = self._infer(dataset)
         assert targets is not None  # _check_dataset guarantees (image, target) items
-        return self._metrics(logits, targets)
+        return self._metrics(logits, self._answer_key(dataset, targets, uncertain))
 
     def _validate(self, dataset: _SizedDataset) -> Metrics:
-        logits, targets = self._infer(dataset)
-        assert targets is not None
+        logits, yielded = self._infer(dataset)
+        assert yielded is not None
+        # Model selection and thresholds follow the same answer key as the final evaluation.
+        targets = self._answer_key(dataset, yielded, "negative")
         if self.threshold_metric is not None:
             tuned = tune_thresholds(
-                torch.sigmoid(logits).numpy(),
-                targets.numpy(),
+                torch.sigmoid(logits).cpu().numpy(),
+                targets.cpu().numpy(),
                 metric=self.threshold_metric,
                 default=self.model.thresholds.cpu().numpy(),
                 labels=self.model.labels,
@@ -1173,7 +1210,7 @@ class Trainer:
                 f"val loss {m.loss:.4f}",
                 f"val macro-AUROC {m.macro_auroc:.4f}",
                 f"val accuracy {m.macro_accuracy:.4f} "
-                f"(all-negative {m.macro_all_negative_accuracy:.4f})",
+                f"(majority class {m.macro_majority_accuracy:.4f})",
             ]
             if m.undefined_auroc:
                 parts.append(f"AUROC undefined for {', '.join(m.undefined_auroc)}")
