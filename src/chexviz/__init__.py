@@ -6,7 +6,9 @@ The public API is re-exported here; see the API reference for each module.
 from chexviz._version import __version__
 from chexviz.data.boxes import load_boxes, scale_boxes
 from chexviz.data.dataset import CheXpertDataset
+from chexviz.data.dicom import read_dicom
 from chexviz.data.images import ImageDecodeError, load_image, to_tensor
+from chexviz.data.label_mapping import NIH_LABELS
 from chexviz.data.labels import (
     CHEXPERT_LABELS,
     COMPETITION_LABELS,
@@ -14,8 +16,11 @@ from chexviz.data.labels import (
     MissingColumnsError,
     encode_labels,
 )
+from chexviz.data.mimic import MIMICCXRDataset
+from chexviz.data.nih import NIHChestXray14Dataset, read_nih_boxes
 from chexviz.data.splits import REFERENCE_SPLIT, split_by_patient
 from chexviz.data.synthetic import SIGN_LABELS, make_synthetic_chexpert
+from chexviz.data.synthetic_external import make_synthetic_mimic, make_synthetic_nih
 from chexviz.explain.explanation import Explanation
 from chexviz.explain.faithfulness import deletion_score, insertion_score, score_faithfulness
 from chexviz.explain.gradcam import METHODS, GradCAM
@@ -39,6 +44,7 @@ from chexviz.models.registry import (
     register_backbone,
 )
 from chexviz.models.serialization import WeightFileError, read_extra
+from chexviz.training.external import validate_externally
 from chexviz.training.history import EpochRecord, History
 from chexviz.training.losses import (
     MaskedBCEWithLogitsLoss,
@@ -62,10 +68,13 @@ __all__ = [
     "ImageDecodeError",
     "LabelValueError",
     "METHODS",
+    "MIMICCXRDataset",
     "MaskedBCEWithLogitsLoss",
     "Metrics",
     "MissingColumnsError",
     "MultiLabelClassifier",
+    "NIHChestXray14Dataset",
+    "NIH_LABELS",
     "REFERENCE_SPLIT",
     "SIGN_LABELS",
     "Trainer",
@@ -84,11 +93,15 @@ __all__ = [
     "load_boxes",
     "load_image",
     "make_synthetic_chexpert",
+    "make_synthetic_mimic",
+    "make_synthetic_nih",
     "masked_bce_with_logits",
     "overlay_heatmap",
     "pointing_game",
     "pos_weight_from_targets",
+    "read_dicom",
     "read_extra",
+    "read_nih_boxes",
     "register_backbone",
     "save_study_figure",
     "scale_boxes",
@@ -99,5 +112,6 @@ __all__ = [
     "summarize_localization",
     "to_tensor",
     "tune_thresholds",
+    "validate_externally",
     "write_html_report",
 ]

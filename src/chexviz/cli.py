@@ -12,6 +12,7 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from chexviz._version import __version__
 from chexviz.data.labels import CHEXPERT_LABELS, POLICY_NAMES, UncertaintyPolicy
@@ -42,7 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("chexviz: interrupted", file=sys.stderr)
         return 130
-    except (OSError, ValueError, KeyError, TypeError, RuntimeError) as error:
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError, ImportError) as error:
         if args.debug:
             raise
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
@@ -143,8 +144,11 @@ def _parser() -> argparse.ArgumentParser:
 
     evaluate = add_command(
         "evaluate",
-        help="evaluate a saved model on a CheXpert CSV",
-        description="Print per-label AUROC, accuracy, F1 and the all-negative baseline.",
+        help="evaluate a saved model on a CheXpert CSV, or externally on MIMIC or NIH",
+        description="Print per-label AUROC, accuracy, F1 and the all-negative baseline. With "
+        "--dataset, validate externally instead: per-label AUROC with 95%% bootstrap intervals "
+        "over patients on the labels the data set shares with the model, their mean, chance "
+        "(0.5) and the model's internal test AUROC when its file carries it.",
     )
     evaluate.add_argument("--model", type=Path, required=True, help="a .safetensors model")
     evaluate.add_argument("--data", type=Path, required=True, help="the CheXpert root folder")
@@ -152,6 +156,7 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--uncertainty", type=_uncertainty, default="zeros", help="as for train")
     evaluate.add_argument("--out", type=Path, default=None, help="also write metrics.csv here")
     evaluate.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    _add_external_arguments(evaluate)
     evaluate.set_defaults(run=_run_evaluate)
 
     explain = add_command(
@@ -283,6 +288,9 @@ def _run_train(args: argparse.Namespace) -> None:
 
 
 def _run_evaluate(args: argparse.Namespace) -> None:
+    if args.dataset is not None:
+        _run_external(args)
+        return
     from chexviz.data.dataset import CheXpertDataset
     from chexviz.models.classifier import MultiLabelClassifier
     from chexviz.training.trainer import Trainer
@@ -303,6 +311,113 @@ def _run_evaluate(args: argparse.Namespace) -> None:
         args.out.mkdir(parents=True, exist_ok=True)
         frame.to_csv(args.out / "metrics.csv")
     print(frame.to_string(float_format="%.3f"))
+
+
+_EXTERNAL_SPLITS = {
+    "chexpert": ("valid", ("train", "valid")),
+    "mimic": ("test", ("train", "validate", "test", "all")),
+    "nih": ("test", ("train_val", "test", "all")),
+}
+
+
+def _add_external_arguments(evaluate: argparse.ArgumentParser) -> None:
+    evaluate.add_argument(
+        "--dataset",
+        choices=list(_EXTERNAL_SPLITS),
+        default=None,
+        help="validate on this data set's layout (--data is its folder) with bootstrap CIs",
+    )
+    evaluate.add_argument(
+        "--split",
+        default=None,
+        help="official split: chexpert valid|train (default valid); mimic "
+        "train|validate|test|all (default test); nih train_val|test|all (default test)",
+    )
+    evaluate.add_argument(
+        "--bootstrap", type=int, default=1000, help="bootstrap replicates over patients"
+    )
+    evaluate.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
+    evaluate.add_argument("--cache-dir", type=Path, default=None, help="preprocessed image cache")
+
+
+def _run_external(args: argparse.Namespace) -> None:
+    import json
+
+    from chexviz.data.dataset import ChestXrayDataset, CheXpertDataset
+    from chexviz.data.label_mapping import NIH_UNMAPPED, nih_sources
+    from chexviz.data.mimic import MIMICCXRDataset
+    from chexviz.data.nih import NIHChestXray14Dataset
+    from chexviz.models.classifier import MultiLabelClassifier
+    from chexviz.training.external import read_internal_metrics, validate_externally
+
+    default, splits = _EXTERNAL_SPLITS[args.dataset]
+    split = args.split or default
+    if split not in splits:
+        raise ValueError(f"--split for {args.dataset} must be one of {list(splits)}, got {split!r}")
+    if args.bootstrap < 0:
+        raise ValueError(f"--bootstrap must be at least 0, got {args.bootstrap}")
+    official: Any = None if split == "all" else split  # checked against the choices above
+    model = MultiLabelClassifier.load(args.model)
+    common: dict[str, Any] = {
+        "image_size": model.image_size,
+        "in_channels": model.in_channels,
+        "labels": model.labels,
+        "cache_dir": args.cache_dir,
+        "progress": args.progress,
+    }
+    data: ChestXrayDataset
+    sources: dict[str, str] = {}
+    if args.dataset == "chexpert":
+        name = f"CheXpert {split}.csv"
+        data = CheXpertDataset(args.data, f"{split}.csv", uncertainty=args.uncertainty, **common)
+    elif args.dataset == "mimic":
+        name = f"MIMIC-CXR-JPG, split {split}"
+        data = MIMICCXRDataset(
+            args.data,
+            split=official,
+            uncertainty=args.uncertainty,
+            **common,
+        )
+    else:
+        name = f"NIH ChestX-ray14, split {split}"
+        data = NIHChestXray14Dataset(args.data, split=official, **common)
+        for label in model.labels:
+            found = nih_sources(label)
+            if found is not None:
+                sources[label] = " | ".join(found) + (" (union)" if len(found) > 1 else "")
+    result = validate_externally(
+        model,
+        data,
+        name=name,
+        sources=sources,
+        replicates=args.bootstrap,
+        seed=args.seed,
+        device=args.device,
+        progress=args.progress,
+        internal=read_internal_metrics(args.model),
+    )
+    frame = result.to_frame()
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        frame.to_csv(args.out / "external_metrics.csv")
+        text = json.dumps(result.to_dict(), indent=1)
+        (args.out / "external_metrics.json").write_text(text + "\n", encoding="utf-8")
+    print(
+        f"chexviz evaluate: {name}: {result.images} images of {result.patients} patients; "
+        f"AUROC with 95% intervals from {args.bootstrap} bootstrap replicates over patients; "
+        "chance (any constant score) is 0.5"
+    )
+    print(frame.to_string(float_format="%.3f"))
+    unscored = [label for label, ok in zip(result.labels, result.scored, strict=True) if not ok]
+    if unscored:
+        print(f"not scored (not annotated by {args.dataset}, or one class only): {unscored}")
+    if args.dataset == "nih":
+        print(f"NIH labels never compared (see chexviz.data.label_mapping): {list(NIH_UNMAPPED)}")
+    if result.internal is None:
+        print(
+            "internal test AUROC: not in the model file (save it with extra_metadata="
+            "chexviz.training.external.internal_metrics_metadata(metrics))"
+        )
 
 
 def _run_explain(args: argparse.Namespace) -> None:
