@@ -342,8 +342,8 @@ def make_synthetic_nih(
 
     Args:
         root: An empty or missing folder to write into.
-        patients: Number of patients; the first two hold many follow-up images (a tenth of
-            all images each), the others 1 to 4.
+        patients: Number of patients; the first two hold many follow-up images (at least 6,
+            and a sixth as many as the others together), the others 1 to 4.
         seed: Seed of every random choice; the same arguments give the same files.
         image_size: Side of the square PNGs (the release's are 1024); boxes are in its pixels.
         layout: ``"nih"`` puts every image in ``images/``; ``"kaggle"`` spreads them over
@@ -369,7 +369,8 @@ def make_synthetic_nih(
     folder = _prepare(root)
     rng = np.random.default_rng([seed, 2])
     counts = [int(rng.integers(1, 5)) for _ in range(patients)]
-    heavy = max(3, sum(counts) // 10)
+    # Heavy tails, as in the release: two patients with many follow-up images.
+    heavy = max(6, sum(counts[2:]) // 6)
     counts[0], counts[1] = heavy, heavy - 1
     splits = _patient_splits(rng, patients, (("train_val", 0.8), ("test", 0.2)))
     entries: list[list[object]] = []
