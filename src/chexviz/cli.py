@@ -344,7 +344,7 @@ def _run_external(args: argparse.Namespace) -> None:
     import json
 
     from chexviz.data.dataset import ChestXrayDataset, CheXpertDataset
-    from chexviz.data.label_mapping import NIH_UNMAPPED, nih_sources
+    from chexviz.data.label_mapping import NIH_UNMAPPED
     from chexviz.data.mimic import MIMICCXRDataset
     from chexviz.data.nih import NIHChestXray14Dataset
     from chexviz.models.classifier import MultiLabelClassifier
@@ -366,7 +366,6 @@ def _run_external(args: argparse.Namespace) -> None:
         "progress": args.progress,
     }
     data: ChestXrayDataset
-    sources: dict[str, str] = {}
     if args.dataset == "chexpert":
         name = f"CheXpert {split}.csv"
         data = CheXpertDataset(args.data, f"{split}.csv", uncertainty=args.uncertainty, **common)
@@ -381,15 +380,10 @@ def _run_external(args: argparse.Namespace) -> None:
     else:
         name = f"NIH ChestX-ray14, split {split}"
         data = NIHChestXray14Dataset(args.data, split=official, **common)
-        for label in model.labels:
-            found = nih_sources(label)
-            if found is not None:
-                sources[label] = " | ".join(found) + (" (union)" if len(found) > 1 else "")
     result = validate_externally(
         model,
         data,
         name=name,
-        sources=sources,
         replicates=args.bootstrap,
         seed=args.seed,
         device=args.device,

@@ -136,6 +136,9 @@ def test_chexpert_labels_are_mapped_and_unannotated_ones_nan(tmp_path: Path) -> 
     assert data.targets[2, column["Pleural Effusion"]] == 1.0
     assert data.targets[4, column["Lung Lesion"]] == 1.0  # Mass | Nodule
     assert data.targets[3, column["Cardiomegaly"]] == 0.0
+    assert data.label_sources["Pleural Effusion"] == "Effusion"
+    assert data.label_sources["Lung Lesion"] == "Mass | Nodule (union)"
+    assert data.label_sources["Fracture"] == ""
     mixed = NIHChestXray14Dataset(tmp_path, image_size=SIZE, labels=("Effusion", "Pleural Other"))
     np.testing.assert_array_equal(mixed.targets[:, 0], [0, 0, 1, 0, 0, 0])
 

@@ -41,7 +41,7 @@ import torch
 
 from chexviz.data.boxes import BOX_COLUMNS
 from chexviz.data.dataset import ChestXrayDataset
-from chexviz.data.label_mapping import NIH_LABELS, NIH_TO_CHEXPERT, map_nih_targets
+from chexviz.data.label_mapping import NIH_LABELS, NIH_TO_CHEXPERT, map_nih_targets, nih_sources
 from chexviz.data.labels import MissingColumnsError
 from chexviz.data.tables import read_text
 
@@ -188,6 +188,8 @@ class NIHChestXray14Dataset(ChestXrayDataset):
             name, as the box file names it), the label columns (``1``, ``0``, or NaN where not
             annotated) and ``patient_id``.
         unannotated: Requested labels NIH does not annotate (their targets are NaN).
+        label_sources: Per requested label, the NIH finding(s) it is read from
+            (``"Effusion"``, ``"Mass | Nodule (union)"``; ``""`` where not annotated).
         split: The official split read, or ``None`` for all rows.
         csv_path: The label table read.
         image_root: The data folder.
@@ -264,6 +266,7 @@ class NIHChestXray14Dataset(ChestXrayDataset):
             rows = self._filter_split(rows, split)
         findings = self._findings(rows)
         raw, self.unannotated = map_nih_targets(findings, self.labels)
+        self.label_sources = {label: _describe(nih_sources(label)) for label in self.labels}
         if self.unannotated:
             logger.info("NIH ChestX-ray14 does not annotate %s: NaN targets", self.unannotated)
         self.patient_ids = self._patients(rows)
@@ -380,6 +383,12 @@ class NIHChestXray14Dataset(ChestXrayDataset):
                     found[entry.name] = folder / entry.name
         # A missing image points at the first folder, where the error message shows it.
         return [found.get(name, folders[0] / name) for name in names]
+
+
+def _describe(sources: tuple[str, ...] | None) -> str:
+    if not sources:
+        return ""
+    return " | ".join(sources) + (" (union)" if len(sources) > 1 else "")
 
 
 def _locate_table(root: Path, csv: str | os.PathLike[str] | None) -> Path:

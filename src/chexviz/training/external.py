@@ -336,7 +336,9 @@ def validate_externally(
             ``Subset`` of one.
         name: Names the data set in the result.
         sources: Per label, the data set's label(s) it is compared with, for the table
-            (default: the label itself where annotated).
+            (default: the data set's ``label_sources`` when it has them, as
+            [`NIHChestXray14Dataset`][chexviz.data.nih.NIHChestXray14Dataset] does, else the
+            label itself where annotated).
         replicates: Bootstrap replicates.
         seed: Seed of the bootstrap.
         device: Where to run the model.
@@ -382,7 +384,7 @@ def validate_externally(
     trainer = Trainer(model, device=device, batch_size=batch_size, progress=progress)
     probs = trainer.predict(dataset)  # type: ignore[arg-type]  # chexviz data sets are sized
     result = bootstrap_auroc(probs, targets, patients, replicates=replicates, seed=seed)
-    names = dict(sources or {})
+    names = dict(sources if sources is not None else getattr(base, "label_sources", {}))
     return ExternalValidation(
         dataset=name,
         labels=tuple(model.labels),
