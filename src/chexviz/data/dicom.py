@@ -90,15 +90,18 @@ def _read_header(path: Path, *, pixels: bool) -> DicomDataset:
         raise FileNotFoundError(2, "image file not found", str(path)) from None
     except pydicom.errors.InvalidDicomError as error:
         raise ImageDecodeError(path, f"not a DICOM file ({error})") from error
-    except (OSError, ValueError, EOFError, KeyError, TypeError, AttributeError) as error:
+    except Exception as error:
+        # pydicom's parser reports damaged files with many exception types (OSError, EOFError,
+        # ValueError, struct.error, its own BytesLengthException, ...): each means "damaged".
         raise ImageDecodeError(path, f"corrupt or truncated DICOM header ({error})") from error
 
 
 def _get(ds: DicomDataset, path: Path, keyword: str) -> Any:
     try:
         value = ds.get(keyword)
-    except (ValueError, TypeError, KeyError, OverflowError) as error:
-        # pydicom converts values lazily: a damaged element fails when it is first read.
+    except Exception as error:
+        # pydicom converts values lazily: a damaged element fails when it is first read, with
+        # whatever exception its value conversion raises.
         raise ImageDecodeError(path, f"DICOM element {keyword} is malformed ({error})") from error
     return value
 
@@ -243,7 +246,8 @@ def _to_unit_range(
         if "VOILUTSequence" in ds or ("WindowCenter" in ds and "WindowWidth" in ds):
             values = pixels.apply_voi_lut(values, ds, index=0)
             reachable_values = pixels.apply_voi_lut(reachable_values, ds, index=0)
-    except (ValueError, TypeError, IndexError, KeyError, AttributeError, OverflowError) as error:
+    except Exception as error:
+        # Damaged LUT or window elements fail inside pydicom with many exception types.
         raise ImageDecodeError(path, f"DICOM grey-scale transform is invalid ({error})") from error
     low, high = float(np.min(reachable_values)), float(np.max(reachable_values))
     if not (np.isfinite(low) and np.isfinite(high)):
