@@ -20,7 +20,8 @@ The steps follow the DICOM grey-scale pipeline (PS3.3 C.11):
    with its ``VOILUTFunction``) are applied with pydicom's own functions;
 4. values are scaled to ``[0, 1]`` by the range the stored bits can reach after those
    transforms (``2**BitsStored`` values, signed or not), so 8-, 12- and 16-bit files of the
-   same picture give the same image, and no per-image stretching depends on content;
+   same picture give the same image, and no per-image stretching depends on content (the
+   transforms are computed once per file for every possible value, then looked up);
 5. MONOCHROME1 (bright air, as many CR plates store it) is inverted.
 
 pydicom and the decoder plugins are optional: ``pip install "chexviz[dicom]"``.
@@ -221,49 +222,54 @@ def read_dicom(path: str | os.PathLike[str]) -> npt.NDArray[np.float32]:
         raise ImageDecodeError(
             file, f"DICOM pixel data has shape {stored.shape}, not Rows x Columns {height, width}"
         )
-    grey = _to_unit_range(ds, file, stored)
+    table = _grey_table(ds, file)
     if str(ds.PhotometricInterpretation).strip().upper() == "MONOCHROME1":
-        grey = 1.0 - grey
-    return grey
+        table = 1.0 - table
+    return table[_table_index(stored, int(ds.BitsStored), _signed(ds))]
 
 
-def _to_unit_range(
-    ds: DicomDataset, path: Path, stored: npt.NDArray[Any]
-) -> npt.NDArray[np.float32]:
-    """Modality LUT, VOI LUT or window, then the reachable output range mapped to [0, 1]."""
+def _signed(ds: DicomDataset) -> bool:
+    return int(ds.get("PixelRepresentation", 0)) == 1
+
+
+def _grey_table(ds: DicomDataset, path: Path) -> npt.NDArray[np.float32]:
+    """Grey level in [0, 1] of every value the stored bits can hold, in increasing order.
+
+    The modality LUT and the VOI transform act on each value alone, so applying them to the
+    ``2**BitsStored`` possible values once and looking every pixel up in the result is exact,
+    and much cheaper than transforming a whole radiograph in floating point. The range these
+    values reach after the transforms becomes ``[0, 1]``.
+    """
     pixels = _pydicom().pixels
     bits = int(ds.BitsStored)
-    if int(ds.get("PixelRepresentation", 0)) == 1:
-        reachable = np.arange(-(2 ** (bits - 1)), 2 ** (bits - 1), dtype=np.int64)
-        stored = _sign_extend(stored.astype(np.int64), bits)
-    else:
-        reachable = np.arange(0, 2**bits, dtype=np.int64)
-        # Bits above BitsStored may hold overlays or garbage; they are not part of the value.
-        stored = stored.astype(np.int64) & (2**bits - 1)
+    low = -(2 ** (bits - 1)) if _signed(ds) else 0
+    values: Any = np.arange(low, low + 2**bits, dtype=np.int64)
     try:
-        values = pixels.apply_modality_lut(stored, ds)
-        reachable_values = pixels.apply_modality_lut(reachable, ds)
+        values = pixels.apply_modality_lut(values, ds)
         if "VOILUTSequence" in ds or ("WindowCenter" in ds and "WindowWidth" in ds):
             values = pixels.apply_voi_lut(values, ds, index=0)
-            reachable_values = pixels.apply_voi_lut(reachable_values, ds, index=0)
     except Exception as error:
         # Damaged LUT or window elements fail inside pydicom with many exception types.
         raise ImageDecodeError(path, f"DICOM grey-scale transform is invalid ({error})") from error
-    low, high = float(np.min(reachable_values)), float(np.max(reachable_values))
-    if not (np.isfinite(low) and np.isfinite(high)):
-        raise ImageDecodeError(path, "DICOM grey-scale transform gives non-finite values")
-    if high <= low:
+    levels = np.asarray(values, dtype=np.float64)
+    if levels.shape != (2**bits,) or not np.isfinite(levels).all():
+        raise ImageDecodeError(path, "DICOM grey-scale transform gives invalid values")
+    darkest, brightest = float(levels.min()), float(levels.max())
+    if brightest <= darkest:
         logger.warning("%s: its grey-scale transform maps every value to one level", path)
-        return np.zeros(stored.shape, dtype=np.float32)
-    scaled = (np.asarray(values, dtype=np.float64) - low) / (high - low)
-    return np.clip(scaled, 0.0, 1.0).astype(np.float32)
+        return np.zeros(2**bits, dtype=np.float32)
+    return ((levels - darkest) / (brightest - darkest)).astype(np.float32)
 
 
-def _sign_extend(values: npt.NDArray[np.int64], bits: int) -> npt.NDArray[np.int64]:
-    # Decoders may hand back the stored bits of a signed value unextended (e.g. 12 bits in 16).
-    masked = values & (2**bits - 1)
-    result: npt.NDArray[np.int64] = np.where(masked >= 2 ** (bits - 1), masked - 2**bits, masked)
-    return result
+def _table_index(stored: npt.NDArray[Any], bits: int, signed: bool) -> npt.NDArray[np.intp]:
+    """Position of each stored value in `_grey_table`'s order."""
+    # Bits above BitsStored may hold overlays or garbage; they are not part of the value.
+    masked: npt.NDArray[np.intp] = stored.astype(np.intp, copy=False) & (2**bits - 1)
+    if not signed:
+        return masked
+    # Two's complement over ``bits`` bits: table order runs from -2**(bits-1) upwards.
+    shifted: npt.NDArray[np.intp] = masked ^ (2 ** (bits - 1))
+    return shifted
 
 
 def write_dicom(
