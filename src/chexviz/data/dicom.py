@@ -14,7 +14,7 @@ The steps follow the DICOM grey-scale pipeline (PS3.3 C.11):
    any pixel is decoded;
 2. the pixel data is decoded (compressed transfer syntaxes through the plugins of the
    ``chexviz[dicom]`` extra: JPEG Lossless and JPEG-LS by pylibjpeg-libjpeg, JPEG 2000 by
-   pylibjpeg-openjpeg, RLE by pydicom itself);
+   pylibjpeg-openjpeg, RLE by pylibjpeg-rle, else by pydicom itself);
 3. the modality LUT (``RescaleSlope`` / ``RescaleIntercept`` or a Modality LUT Sequence) and
    then the first VOI transform (a VOI LUT Sequence, else ``WindowCenter`` / ``WindowWidth``
    with its ``VOILUTFunction``) are applied with pydicom's own functions;
