@@ -108,3 +108,18 @@ def test_errors_are_one_line(folders: dict[str, Path], capsys: pytest.CaptureFix
     assert err.startswith("chexviz evaluate: error: ")
     assert "no NIH label table" in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_explain_takes_dicom_files(folders: dict[str, Path], tmp_path: Path) -> None:
+    from chexviz.data.dicom import write_dicom
+
+    pixels = (np.add.outer(np.arange(40), np.arange(48)) * 40).astype(np.uint16)
+    image = write_dicom(tmp_path / "chest.dcm", pixels, bits_stored=12, photometric="MONOCHROME1")
+    out = tmp_path / "explained"
+    code = main(
+        ["explain", str(image), "--model", str(folders["model"]), "--out", str(out),
+         "--classes", "Edema", "--no-progress"]
+    )  # fmt: skip
+    assert code == 0
+    assert (out / "000_chest.png").stat().st_size > 0
+    assert "chest.dcm" in (out / "report.html").read_text()

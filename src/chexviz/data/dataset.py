@@ -121,7 +121,20 @@ class ChestXrayDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         progress: bool = True,
         workers: int | None = None,
     ) -> None:
-        """Checks and stores the options shared by every data set (see the subclasses).
+        """Checks and stores the options shared by every data set.
+
+        Args:
+            image_size: Side ``S`` of the square images.
+            in_channels: 1, or 3 to replicate the grey image.
+            uncertainty: What uncertain (``-1.0``) cells become (see
+                [`UncertaintyPolicy`][chexviz.data.labels.UncertaintyPolicy]).
+            blank: What blank cells become: ``"zeros"`` or ``"ignore"``.
+            transform: Applied to each image tensor after decoding.
+            labels: The target labels, in target order.
+            on_error: ``"raise"`` or ``"skip"`` unreadable images.
+            progress: Show progress bars (on a terminal only).
+            workers: Threads for checking and caching images; ``None`` picks
+                [`default_workers()`][chexviz.data.cache.default_workers].
 
         Raises:
             ValueError: An option is invalid (names it).
