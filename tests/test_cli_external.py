@@ -108,6 +108,9 @@ def test_errors_are_one_line(folders: dict[str, Path], capsys: pytest.CaptureFix
     assert err.startswith("chexviz evaluate: error: ")
     assert "no NIH label table" in err
     assert len(err.strip().splitlines()) == 1
+    code = _evaluate(folders, "--data", str(folders["chexpert"]), "--split", "valid")
+    assert code == 1
+    assert "--split needs --dataset" in capsys.readouterr().err
 
 
 def test_explain_takes_dicom_files(folders: dict[str, Path], tmp_path: Path) -> None:

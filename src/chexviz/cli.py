@@ -291,6 +291,8 @@ def _run_evaluate(args: argparse.Namespace) -> None:
     if args.dataset is not None:
         _run_external(args)
         return
+    if args.split is not None:
+        raise ValueError("--split needs --dataset (for a CheXpert CSV, use --csv)")
     from chexviz.data.dataset import CheXpertDataset
     from chexviz.models.classifier import MultiLabelClassifier
     from chexviz.training.trainer import Trainer
@@ -330,14 +332,19 @@ def _add_external_arguments(evaluate: argparse.ArgumentParser) -> None:
     evaluate.add_argument(
         "--split",
         default=None,
-        help="official split: chexpert valid|train (default valid); mimic "
+        help="with --dataset, the official split: chexpert valid|train (default valid); mimic "
         "train|validate|test|all (default test); nih train_val|test|all (default test)",
     )
     evaluate.add_argument(
-        "--bootstrap", type=int, default=1000, help="bootstrap replicates over patients"
+        "--bootstrap",
+        type=int,
+        default=1000,
+        help="with --dataset, bootstrap replicates over patients",
     )
-    evaluate.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
-    evaluate.add_argument("--cache-dir", type=Path, default=None, help="preprocessed image cache")
+    evaluate.add_argument("--seed", type=int, default=0, help="with --dataset, bootstrap seed")
+    evaluate.add_argument(
+        "--cache-dir", type=Path, default=None, help="with --dataset, preprocessed image cache"
+    )
 
 
 def _run_external(args: argparse.Namespace) -> None:
