@@ -14,7 +14,7 @@ export NO_MKDOCS_2_WARNING ?= 1
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[dev,docs]"
+	$(PY) -m pip install --quiet -e ".[dev,docs,dicom]"
 	$(PY) -m pip install --quiet -e tests/plugin
 	touch $(STAMP)
 

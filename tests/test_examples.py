@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -76,3 +77,35 @@ def test_explain_torchvision(tmp_path: Path) -> None:
     printed = _run("explain_torchvision.py", tmp_path)
     assert "target layer: layer4" in printed
     assert (tmp_path / "torchvision-out" / "overlay_class3.png").is_file()
+
+
+def test_external_validation(tmp_path: Path) -> None:
+    out = tmp_path / "external"
+    printed = _run(
+        "external_validation.py",
+        tmp_path,
+        "--out",
+        str(out),
+        "--patients",
+        "40",
+        "--external-patients",
+        "16",
+        "--epochs",
+        "1",
+        "--image-size",
+        "32",
+        "--bootstrap",
+        "20",
+    )
+    assert "MIMIC-CXR-JPG:" in printed
+    assert "NIH ChestX-ray14:" in printed
+    assert "Grad-CAM on NIH boxes" in printed
+    summary = json.loads((out / "external_summary.json").read_text())
+    nih = summary["NIH ChestX-ray14"]
+    # Only the outputs NIH annotates are scored; MIMIC shares CheXpert's labeler.
+    assert "Fracture" not in nih["shared_labels"]
+    assert nih["labels"]["Pleural Effusion"]["source"] == "Effusion"
+    assert nih["chance_auroc"] == 0.5
+    assert len(summary["MIMIC-CXR-JPG"]["shared_labels"]) > len(nih["shared_labels"])
+    assert 0.0 < summary["nih_localization"]["chance"] < 1.0
+    assert (out / "model.safetensors").is_file()

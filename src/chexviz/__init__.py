@@ -12,7 +12,9 @@ from chexviz.data.chexlocalize import (
     write_chexlocalize,
 )
 from chexviz.data.dataset import CheXpertDataset
+from chexviz.data.dicom import read_dicom
 from chexviz.data.images import ImageDecodeError, load_image, to_tensor
+from chexviz.data.label_mapping import NIH_LABELS
 from chexviz.data.labels import (
     CHEXPERT_LABELS,
     COMPETITION_LABELS,
@@ -20,8 +22,11 @@ from chexviz.data.labels import (
     MissingColumnsError,
     encode_labels,
 )
+from chexviz.data.mimic import MIMICCXRDataset
+from chexviz.data.nih import NIHChestXray14Dataset, read_nih_boxes
 from chexviz.data.splits import REFERENCE_SPLIT, split_by_patient
 from chexviz.data.synthetic import SIGN_LABELS, make_synthetic_chexpert
+from chexviz.data.synthetic_external import make_synthetic_mimic, make_synthetic_nih
 from chexviz.explain.chexlocalize import (
     CheXlocalizeScores,
     CheXlocalizeTuning,
@@ -57,6 +62,7 @@ from chexviz.models.registry import (
     register_backbone,
 )
 from chexviz.models.serialization import WeightFileError, read_extra
+from chexviz.training.external import validate_externally
 from chexviz.training.history import EpochRecord, History
 from chexviz.training.losses import (
     MaskedBCEWithLogitsLoss,
@@ -84,10 +90,13 @@ __all__ = [
     "LOCALIZATION_LABELS",
     "LabelValueError",
     "METHODS",
+    "MIMICCXRDataset",
     "MaskedBCEWithLogitsLoss",
     "Metrics",
     "MissingColumnsError",
     "MultiLabelClassifier",
+    "NIHChestXray14Dataset",
+    "NIH_LABELS",
     "REFERENCE_SPLIT",
     "SIGN_LABELS",
     "Trainer",
@@ -109,6 +118,8 @@ __all__ = [
     "load_image",
     "make_synthetic_chexpert",
     "map_peak",
+    "make_synthetic_mimic",
+    "make_synthetic_nih",
     "masked_bce_with_logits",
     "overlay_heatmap",
     "pointing_game",
@@ -116,6 +127,8 @@ __all__ = [
     "read_chexlocalize",
     "read_extra",
     "read_tuning_csv",
+    "read_dicom",
+    "read_nih_boxes",
     "register_backbone",
     "run_chexlocalize",
     "save_study_figure",
@@ -132,5 +145,6 @@ __all__ = [
     "tune_chexlocalize",
     "tune_thresholds",
     "write_chexlocalize",
+    "validate_externally",
     "write_html_report",
 ]

@@ -12,7 +12,7 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from chexviz._version import __version__
 
@@ -62,7 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("chexviz: interrupted", file=sys.stderr)
         return 130
-    except (OSError, ValueError, KeyError, TypeError, RuntimeError) as error:
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError, ImportError) as error:
         if args.debug:
             raise
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
@@ -254,11 +254,14 @@ def _parser() -> argparse.ArgumentParser:
 
     evaluate = add_command(
         "evaluate",
-        help="evaluate a saved model on a CheXpert CSV",
+        help="evaluate a saved model on a CheXpert CSV, or externally on MIMIC or NIH",
         description="Print per-label AUROC, accuracy at 0.5 and at the model's thresholds, F1, "
         "and the all-negative and majority-class baselines, twice: with uncertain labels "
         "counted as negative (the reference study's choice), then with them left out. The "
-        "answers are the CSV's own cells, whatever policy the model was trained with.",
+        "answers are the CSV's own cells, whatever policy the model was trained with. With "
+        "--dataset, validate externally instead: per-label AUROC with 95%% bootstrap intervals "
+        "over patients on the labels the data set shares with the model, their mean, chance "
+        "(0.5) and the model's internal test AUROC when its file carries it.",
     )
     evaluate.add_argument(
         "--model", type=Path, required=True, help="a model written by chexviz train or demo"
@@ -267,7 +270,8 @@ def _parser() -> argparse.ArgumentParser:
         "--data",
         type=Path,
         required=True,
-        help="the folder holding CheXpert-v1.0-small (or that folder itself)",
+        help="the folder holding CheXpert-v1.0-small (or that folder itself); with --dataset, "
+        "that data set's root folder",
     )
     evaluate.add_argument(
         "--csv", default="valid.csv", help="the CSV to score, inside the release folder"
@@ -281,6 +285,7 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1, ..."
     )
+    _add_external_arguments(evaluate)
     evaluate.set_defaults(run=_run_evaluate)
 
     explain = add_command(
@@ -454,6 +459,11 @@ def _run_train(args: argparse.Namespace) -> None:
 
 
 def _run_evaluate(args: argparse.Namespace) -> None:
+    if args.dataset is not None:
+        _run_external(args)
+        return
+    if args.split is not None:
+        raise ValueError("--split needs --dataset (for a CheXpert CSV, use --csv)")
     from chexviz.data.dataset import CheXpertDataset
     from chexviz.models.classifier import MultiLabelClassifier
     from chexviz.training.trainer import Trainer
@@ -499,6 +509,108 @@ def _print_metrics(
         print(
             f"mean AUROC over the 5 competition labels {metrics.competition_auroc:.3f} "
             "(chance 0.500)"
+        )
+
+
+_EXTERNAL_SPLITS = {
+    "chexpert": ("valid", ("train", "valid")),
+    "mimic": ("test", ("train", "validate", "test", "all")),
+    "nih": ("test", ("train_val", "test", "all")),
+}
+
+
+def _add_external_arguments(evaluate: argparse.ArgumentParser) -> None:
+    evaluate.add_argument(
+        "--dataset",
+        choices=list(_EXTERNAL_SPLITS),
+        default=None,
+        help="validate on this data set's layout (--data is its folder) with bootstrap CIs",
+    )
+    evaluate.add_argument(
+        "--split",
+        default=None,
+        help="with --dataset, the official split: chexpert valid|train (default valid); mimic "
+        "train|validate|test|all (default test); nih train_val|test|all (default test)",
+    )
+    evaluate.add_argument(
+        "--bootstrap",
+        type=int,
+        default=1000,
+        help="with --dataset, bootstrap replicates over patients",
+    )
+    evaluate.add_argument("--seed", type=int, default=0, help="with --dataset, bootstrap seed")
+    evaluate.add_argument(
+        "--cache-dir", type=Path, default=None, help="with --dataset, preprocessed image cache"
+    )
+
+
+def _run_external(args: argparse.Namespace) -> None:
+    import json
+
+    from chexviz.data.dataset import ChestXrayDataset, CheXpertDataset
+    from chexviz.data.label_mapping import NIH_UNMAPPED
+    from chexviz.data.mimic import MIMICCXRDataset
+    from chexviz.data.nih import NIHChestXray14Dataset
+    from chexviz.models.classifier import MultiLabelClassifier
+    from chexviz.training.external import read_internal_metrics, validate_externally
+
+    default, splits = _EXTERNAL_SPLITS[args.dataset]
+    split = args.split or default
+    if split not in splits:
+        raise ValueError(f"--split for {args.dataset} must be one of {list(splits)}, got {split!r}")
+    if args.bootstrap < 0:
+        raise ValueError(f"--bootstrap must be at least 0, got {args.bootstrap}")
+    official: Any = None if split == "all" else split  # checked against the choices above
+    model = MultiLabelClassifier.load(args.model)
+    common: dict[str, Any] = {
+        "image_size": model.image_size,
+        "in_channels": model.in_channels,
+        "labels": model.labels,
+        "cache_dir": args.cache_dir,
+        "progress": args.progress,
+    }
+    data: ChestXrayDataset
+    if args.dataset == "chexpert":
+        name = f"CheXpert {split}.csv"
+        # Uncertain labels score as negative, the answer key of every chexviz evaluation.
+        data = CheXpertDataset(args.data, f"{split}.csv", **common)
+    elif args.dataset == "mimic":
+        name = f"MIMIC-CXR-JPG, split {split}"
+        data = MIMICCXRDataset(args.data, split=official, **common)
+    else:
+        name = f"NIH ChestX-ray14, split {split}"
+        data = NIHChestXray14Dataset(args.data, split=official, **common)
+    result = validate_externally(
+        model,
+        data,
+        name=name,
+        replicates=args.bootstrap,
+        seed=args.seed,
+        device=args.device,
+        progress=args.progress,
+        internal=read_internal_metrics(args.model),
+    )
+    frame = result.to_frame()
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        frame.to_csv(args.out / "external_metrics.csv")
+        text = json.dumps(result.to_dict(), indent=1)
+        (args.out / "external_metrics.json").write_text(text + "\n", encoding="utf-8")
+    print(
+        f"chexviz evaluate: {name}: {result.images} images of {result.patients} patients; "
+        f"AUROC with 95% intervals from {args.bootstrap} bootstrap replicates over patients; "
+        "chance (any constant score) is 0.5"
+    )
+    print(frame.to_string(float_format="%.3f"))
+    unscored = [label for label, ok in zip(result.labels, result.scored, strict=True) if not ok]
+    if unscored:
+        print(f"not scored (not annotated by {args.dataset}, or one class only): {unscored}")
+    if args.dataset == "nih":
+        print(f"NIH labels never compared (see chexviz.data.label_mapping): {list(NIH_UNMAPPED)}")
+    if result.internal is None:
+        print(
+            "internal test AUROC: not in the model file (save it with extra_metadata="
+            "chexviz.training.external.internal_metrics_metadata(metrics))"
         )
 
 

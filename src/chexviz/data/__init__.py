@@ -1,4 +1,4 @@
-"""Data: labels, images, the CheXpert dataset, its cache and splits, ground truth, synthetic data.
+"""Data: labels, images, the CheXpert, MIMIC and NIH datasets, cache, splits, ground truth.
 
 Ground truth: boxes (`chexviz.data.boxes`) and CheXlocalize masks (`chexviz.data.chexlocalize`).
 
@@ -12,8 +12,10 @@ from chexviz.data.chexlocalize import (
     read_chexlocalize,
     write_chexlocalize,
 )
-from chexviz.data.dataset import CheXpertDataset
+from chexviz.data.dataset import ChestXrayDataset, CheXpertDataset
+from chexviz.data.dicom import read_dicom
 from chexviz.data.images import ImageDecodeError, load_image, to_tensor
+from chexviz.data.label_mapping import NIH_LABELS, NIH_TO_CHEXPERT
 from chexviz.data.labels import (
     CHEXPERT_LABELS,
     COMPETITION_LABELS,
@@ -21,8 +23,11 @@ from chexviz.data.labels import (
     MissingColumnsError,
     encode_labels,
 )
-from chexviz.data.splits import REFERENCE_SPLIT, split_by_patient
+from chexviz.data.mimic import MIMICCXRDataset
+from chexviz.data.nih import NIHChestXray14Dataset, read_nih_boxes
+from chexviz.data.splits import REFERENCE_SPLIT, PatientSplits, split_by_patient
 from chexviz.data.synthetic import SIGN_LABELS, make_synthetic_chexpert
+from chexviz.data.synthetic_external import make_synthetic_mimic, make_synthetic_nih
 
 __all__ = [
     "CHEXPERT_LABELS",
@@ -32,14 +37,24 @@ __all__ = [
     "SIGN_LABELS",
     "CheXlocalizeGroundTruth",
     "CheXpertDataset",
+    "ChestXrayDataset",
     "ImageDecodeError",
     "LabelValueError",
+    "MIMICCXRDataset",
     "MissingColumnsError",
+    "NIHChestXray14Dataset",
+    "NIH_LABELS",
+    "NIH_TO_CHEXPERT",
+    "PatientSplits",
     "encode_labels",
     "load_boxes",
     "load_image",
     "make_synthetic_chexpert",
     "read_chexlocalize",
+    "make_synthetic_mimic",
+    "make_synthetic_nih",
+    "read_dicom",
+    "read_nih_boxes",
     "scale_boxes",
     "split_by_patient",
     "to_tensor",

@@ -5,14 +5,17 @@
 targets with an uncertainty policy, and yields ``(image, target)`` pairs: a float image
 ``[in_channels, S, S]`` in ``[0, 1]`` and a float target ``[L]`` with NaN for ignored entries.
 
+[`ChestXrayDataset`][chexviz.data.dataset.ChestXrayDataset] holds what every chexviz data set
+shares (label policies, lazy or cached decoding, ``on_error``, transforms); the readers of other
+releases ([`MIMICCXRDataset`][chexviz.data.mimic.MIMICCXRDataset],
+[`NIHChestXray14Dataset`][chexviz.data.nih.NIHChestXray14Dataset]) build on it.
+
 Images are decoded lazily on every access, or once into a memory-mapped cache with
 ``cache_dir=`` (see [`chexviz.data.cache`][chexviz.data.cache]).
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 import operator
 import os
@@ -20,7 +23,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -42,14 +45,14 @@ from chexviz.data.labels import (
     CHEXPERT_LABELS,
     BlankPolicy,
     LabelValueError,
-    MissingColumnsError,
     UncertaintyPolicy,
     apply_policy,
     parse_labels,
     resolve_policy,
 )
+from chexviz.data.tables import read_table
 
-__all__ = ["RELEASE_FOLDERS", "CheXpertDataset"]
+__all__ = ["RELEASE_FOLDERS", "ChestXrayDataset", "CheXpertDataset"]
 
 logger = logging.getLogger(__name__)
 
@@ -62,98 +65,80 @@ _WINDOWS_DRIVE = re.compile(r"^[A-Za-z]:")
 _PROBE_CHUNK = 256
 
 
-class CheXpertDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
-    """CheXpert images and targets from a release CSV.
+class ChestXrayDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
+    """What every chexviz data set shares: targets, decoding, the cache and bad-image handling.
 
-    Every kept CSV row is one item ``(image, target)``: ``image`` is float32
-    ``[in_channels, image_size, image_size]`` in ``[0, 1]`` (the whole radiograph resized,
-    normalisation is left to the model) and ``target`` is float32 ``[len(labels)]`` with values
-    in ``{0, 1}`` and NaN where the uncertainty or blank policy says "ignore".
+    The readers of the releases ([`CheXpertDataset`][chexviz.data.dataset.CheXpertDataset],
+    [`MIMICCXRDataset`][chexviz.data.mimic.MIMICCXRDataset],
+    [`NIHChestXray14Dataset`][chexviz.data.nih.NIHChestXray14Dataset]) derive from it, so their
+    items, label policies, cache, ``on_error`` handling and error messages are the same. It is
+    not built directly: a subclass reads its release's tables, sets ``csv_path``,
+    ``image_root``, ``paths`` and ``patient_ids``, and hands the kept rows and their raw label
+    cells to ``_finish``.
 
-    Rows are validated when the data set is built: label cells must be ``1.0``, ``0.0``,
-    ``-1.0`` or blank, image paths must stay inside the data folder and name a patient folder,
-    and image files must exist. Nothing is dropped silently: bad rows raise an error naming the
-    CSV line (or, with ``on_error="skip"``, unreadable images are skipped, logged and listed in
-    ``skipped``).
+    Every item is ``(image, target)``: ``image`` is float32 ``[in_channels, image_size,
+    image_size]`` in ``[0, 1]`` (the whole radiograph resized, normalisation is left to the
+    model) and ``target`` float32 ``[len(labels)]`` in ``{0, 1}`` with NaN for ignored entries.
 
     Attributes:
-        frame: The kept rows with their CSV columns (label columns as floats ``1, 0, -1`` or
-            NaN for blank) plus ``patient_id``. Its index is the row's position in the CSV
-            (0-based, header excluded), so the CSV line number is ``index + 2``.
+        frame: The kept rows (index: the row's 0-based position in ``csv_path``, so its line
+            is ``index + 2``), label columns as floats ``1, 0, -1`` or NaN, plus
+            ``patient_id``.
         labels: The target labels, in target order.
-        patient_ids: Patient id of each item (``"patient00001"``), from the image path.
+        patient_ids: Patient id of each item.
         paths: Absolute image file of each item.
         targets: float32 ``[N, L]`` targets after the policies.
         image_size: Side ``S`` of the images.
         in_channels: 1, or 3 for the grey image replicated in three channels.
-        uncertainty: The policy of each label, in target order (``"zeros"``, ``"ones"`` or
-            ``"ignore"``).
+        uncertainty: The policy of each label, in target order.
         blank: The blank policy.
-        csv_path: The CSV file read.
-        image_root: The release folder that CSV paths are resolved against.
+        csv_path: The table whose lines error messages name.
+        image_root: The folder images are read from; nothing outside it is ever opened.
         transform: Callable applied to each image tensor after decoding, or ``None``.
         cache: The image cache in use, or ``None`` when images are read lazily.
         skipped: Rows skipped because their image could not be read (only with
-            ``on_error="skip"``): their CSV columns plus ``error``.
+            ``on_error="skip"``): their columns plus ``error``.
     """
+
+    _LAYOUT_HINT: ClassVar[str] = "point root at the folder of the data set"
+    """Completes the error raised when no image file exists at all."""
+
+    csv_path: Path
+    image_root: Path
+    paths: list[Path]
+    patient_ids: list[str]
 
     def __init__(
         self,
-        root: str | os.PathLike[str],
-        csv: str | os.PathLike[str] | None = None,
         *,
         image_size: int = 128,
         in_channels: int = 1,
         uncertainty: UncertaintyPolicy = "zeros",
         blank: BlankPolicy = "zeros",
-        frontal_only: bool = True,
         transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
-        cache_dir: str | os.PathLike[str] | None = None,
         labels: Sequence[str] = CHEXPERT_LABELS,
         on_error: Literal["raise", "skip"] = "raise",
         progress: bool = True,
         workers: int | None = None,
     ) -> None:
-        """Reads and validates a CheXpert CSV.
+        """Checks and stores the options shared by every data set.
 
         Args:
-            root: The folder that contains ``CheXpert-v1.0-small`` (or ``CheXpert-v1.0``), or
-                that release folder itself (also when renamed). CSV paths such as
-                ``CheXpert-v1.0-small/train/patient00001/study1/view1_frontal.jpg`` are
-                resolved inside the release folder either way.
-            csv: ``None`` for ``train.csv``; a file name such as ``"valid.csv"`` looked up in
-                the release folder, then in ``root``; or an absolute path.
             image_size: Side ``S`` of the square images.
-            in_channels: 1, or 3 to replicate the grey image (for ImageNet-style backbones).
-            uncertainty: What uncertain (``-1.0``) cells become: ``"zeros"`` (U-Zeros),
-                ``"ones"`` (U-Ones), ``"ignore"`` (NaN, masked out of the loss), or a mapping
-                from label to one of these; labels missing from the mapping use ``"zeros"``.
-            blank: What blank cells (observation not mentioned) become: ``"zeros"``
-                (negative, as in the CheXpert paper) or ``"ignore"`` (NaN).
-            frontal_only: Keep only frontal views (``Frontal/Lateral == "Frontal"``; for a CSV
-                without that column, files named ``*_frontal.*``).
-            transform: Applied to each image tensor ``[C, S, S]`` (for augmentation).
-                Ground-truth boxes are not carried through it, so the localisation scorers
-                refuse a dataset that has one.
-            cache_dir: Folder for the preprocessed image cache; ``None`` decodes each image
-                on every access.
-            labels: Label columns to use as targets, in target order.
-            on_error: ``"raise"`` (default) stops at the first missing or unreadable image;
-                ``"skip"`` drops such rows, logs how many, and lists them in ``skipped``.
-            progress: Show progress bars while checking or caching images (only when stderr
-                is a terminal).
+            in_channels: 1, or 3 to replicate the grey image.
+            uncertainty: What uncertain (``-1.0``) cells become (see
+                [`UncertaintyPolicy`][chexviz.data.labels.UncertaintyPolicy]).
+            blank: What blank cells become: ``"zeros"`` or ``"ignore"``.
+            transform: Applied to each image tensor after decoding.
+            labels: The target labels, in target order.
+            on_error: ``"raise"`` or ``"skip"`` unreadable images.
+            progress: Show progress bars (on a terminal only).
             workers: Threads for checking and caching images; ``None`` picks
                 [`default_workers()`][chexviz.data.cache.default_workers].
 
         Raises:
-            FileNotFoundError: ``root``, the CSV or (with ``on_error="raise"``) an image file
-                does not exist.
-            MissingColumnsError: The CSV lacks ``Path`` or label columns (lists them all).
-            LabelValueError: A label cell is invalid (names the CSV line and column).
-            ImageDecodeError: An image cannot be decoded while building the cache (with
-                ``on_error="raise"``; names the file and CSV line).
-            ValueError: Invalid arguments, a path escaping the data folder or without a
-                patient folder (names the CSV line), or no rows left after filtering.
+            ValueError: An option is invalid (names it).
+            TypeError: ``labels`` is a string.
         """
         if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
             raise ValueError(f"image_size must be a positive int, got {image_size!r}")
@@ -175,24 +160,32 @@ class CheXpertDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         self._progress = progress
         self._workers = default_workers() if workers is None else workers
 
-        self.csv_path, self.image_root = _locate(Path(root).expanduser(), csv)
-        rows = _read_csv(self.csv_path, self.labels)
-        if frontal_only:
-            rows = self._frontal(rows)
-        self.paths: list[Path] = self._resolve_paths(rows)
-        self.patient_ids: list[str] = self._patients(rows)
+    def _parse(self, rows: pd.DataFrame, source: Path | None = None) -> npt.NDArray[np.float32]:
+        """Raw label cells of ``rows``; errors name the line of ``source`` (or ``csv_path``)."""
         try:
-            raw = parse_labels(rows, self.labels)
+            return parse_labels(rows, self.labels)
         except LabelValueError as error:
             raise LabelValueError(
-                error.row, error.column, error.value, where=self._where(error.row)
+                error.row, error.column, error.value, where=self._where(error.row, source)
             ) from None
-        self.targets: npt.NDArray[np.float32] = apply_policy(
+
+    def _targets(self, raw: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        """Targets from raw cells under the data set's policies."""
+        return apply_policy(
             raw,
             self.labels,
             uncertainty=dict(zip(self.labels, self.uncertainty, strict=True)),
-            blank=blank,
+            blank=self.blank,
         )
+
+    def _finish(
+        self,
+        rows: pd.DataFrame,
+        raw: npt.NDArray[np.float32],
+        cache_dir: str | os.PathLike[str] | None,
+    ) -> None:
+        """Builds targets and frame, then checks or caches the images of the kept ``rows``."""
+        self.targets: npt.NDArray[np.float32] = self._targets(raw)
         self.frame: pd.DataFrame = rows.copy()
         for j, name in enumerate(self.labels):
             self.frame[name] = raw[:, j]
@@ -211,8 +204,8 @@ class CheXpertDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
             self.csv_path,
             len(self),
             len(self.labels),
-            image_size,
-            image_size,
+            self.image_size,
+            self.image_size,
             "cached" if self.cache is not None else "lazy decoding",
         )
 
@@ -284,9 +277,9 @@ class CheXpertDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
             self._images = self.cache.open()
         return self._images
 
-    def _where(self, row: object) -> str:
+    def _where(self, row: object, source: Path | None = None) -> str:
         line = f"line {row + 2}" if isinstance(row, (int, np.integer)) else f"row {row!r}"
-        return f"{self.csv_path} {line}"
+        return f"{source or self.csv_path} {line}"
 
     def _check_inside(self, path: Path, row: object) -> None:
         # Paths were checked lexically; a symbolic link inside the data folder could still lead
@@ -309,73 +302,6 @@ class CheXpertDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
             ) from None
         except ImageDecodeError as error:
             raise ImageDecodeError(path, f"{error.reason} ({self._where(row)})") from error
-
-    def _frontal(self, rows: pd.DataFrame) -> pd.DataFrame:
-        if _VIEW_COLUMN in rows.columns:
-            views = rows[_VIEW_COLUMN].astype("string").str.strip()
-            invalid = ~views.isin(["Frontal", "Lateral"]).to_numpy(dtype=bool)
-            if invalid.any():
-                row = rows.index[int(np.argmax(invalid))]
-                raise ValueError(
-                    f"{self._where(row)}, column {_VIEW_COLUMN!r}: "
-                    f"{rows.at[row, _VIEW_COLUMN]!r} is neither 'Frontal' nor 'Lateral'"
-                )
-            keep = (views == "Frontal").to_numpy(dtype=bool)
-        else:
-            logger.info("%s has no %r column; frontal views are *_frontal.* files", _VIEW_COLUMN)
-            names = rows["Path"].astype("string").str.rsplit("/", n=1).str[-1]
-            keep = names.str.contains("_frontal.", regex=False).fillna(False).to_numpy(dtype=bool)
-        if not keep.any():
-            raise ValueError(
-                f"{self.csv_path}: no frontal image among its {len(rows)} rows "
-                "(use frontal_only=False to keep lateral views)"
-            )
-        logger.info("frontal_only: kept %d of %d rows", int(keep.sum()), len(rows))
-        kept: pd.DataFrame = rows[keep]
-        return kept
-
-    def _resolve_paths(self, rows: pd.DataFrame) -> list[Path]:
-        prefixes = {*RELEASE_FOLDERS, self.image_root.name}
-        root = str(self.image_root)
-        mismatch = ""
-        paths = []
-        for row, value in zip(rows.index, rows["Path"], strict=True):
-            text = value.strip().replace("\\", "/") if isinstance(value, str) else ""
-            parts = [part for part in text.split("/") if part not in ("", ".")]
-            if not parts:
-                raise ValueError(f"{self._where(row)}: empty Path")
-            if "\x00" in text:
-                raise ValueError(f"{self._where(row)}: Path {value!r} contains a NUL character")
-            if text.startswith("/") or _WINDOWS_DRIVE.match(text) or ".." in parts:
-                raise ValueError(
-                    f"{self._where(row)}: Path {value!r} escapes the data folder; CSV paths "
-                    "must be relative, like CheXpert-v1.0-small/train/patient00001/..."
-                )
-            if parts[0] in prefixes and len(parts) > 1:
-                if parts[0] != self.image_root.name and self.image_root.name in RELEASE_FOLDERS:
-                    mismatch = parts[0]
-                parts = parts[1:]
-            # One string join: Path.joinpath(*parts) is the slowest step for 200,000 rows.
-            paths.append(Path(root + "/" + "/".join(parts)))
-        if mismatch:
-            logger.warning(
-                "%s names images under %s/ but they are read from %s",
-                self.csv_path,
-                mismatch,
-                self.image_root,
-            )
-        return paths
-
-    def _patients(self, rows: pd.DataFrame) -> list[str]:
-        patients = []
-        for row, value in zip(rows.index, rows["Path"], strict=True):
-            match = _PATIENT.search(value.replace("\\", "/"))
-            if match is None:
-                raise ValueError(
-                    f"{self._where(row)}: no patient folder (patientNNNNN) in Path {value!r}"
-                )
-            patients.append(match.group(1))
-        return patients
 
     def _build_cache(self, cache_dir: Path, rows: pd.DataFrame) -> dict[int, str]:
         row_labels = rows.index
@@ -446,9 +372,8 @@ class CheXpertDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         where = self._where(self.frame.index[first])
         if len(missing) == len(self.paths):
             hint = (
-                f"none of the {len(missing)} image files exist under {self.image_root}; point "
-                "root at the folder holding train/ and valid/ (CheXpert-v1.0-small) or at its "
-                f"parent; first ({where})"
+                f"none of the {len(missing)} image files exist under {self.image_root}; "
+                f"{self._LAYOUT_HINT}; first ({where})"
             )
         else:
             hint = f"{len(missing)} of {len(self.paths)} image files are missing; first ({where})"
@@ -481,6 +406,190 @@ class CheXpertDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
             patient for patient, kept in zip(self.patient_ids, keep, strict=True) if kept
         ]
         return skipped
+
+
+class CheXpertDataset(ChestXrayDataset):
+    """CheXpert images and targets from a release CSV.
+
+    Every kept CSV row is one item ``(image, target)``: ``image`` is float32
+    ``[in_channels, image_size, image_size]`` in ``[0, 1]`` (the whole radiograph resized,
+    normalisation is left to the model) and ``target`` is float32 ``[len(labels)]`` with values
+    in ``{0, 1}`` and NaN where the uncertainty or blank policy says "ignore".
+
+    Rows are validated when the data set is built: label cells must be ``1.0``, ``0.0``,
+    ``-1.0`` or blank, image paths must stay inside the data folder and name a patient folder,
+    and image files must exist. Nothing is dropped silently: bad rows raise an error naming the
+    CSV line (or, with ``on_error="skip"``, unreadable images are skipped, logged and listed in
+    ``skipped``).
+
+    Attributes:
+        frame: The kept rows with their CSV columns (label columns as floats ``1, 0, -1`` or
+            NaN for blank) plus ``patient_id``. Its index is the row's position in the CSV
+            (0-based, header excluded), so the CSV line number is ``index + 2``.
+        labels: The target labels, in target order.
+        patient_ids: Patient id of each item (``"patient00001"``), from the image path.
+        paths: Absolute image file of each item.
+        targets: float32 ``[N, L]`` targets after the policies.
+        image_size: Side ``S`` of the images.
+        in_channels: 1, or 3 for the grey image replicated in three channels.
+        uncertainty: The policy of each label, in target order (``"zeros"``, ``"ones"`` or
+            ``"ignore"``).
+        blank: The blank policy.
+        csv_path: The CSV file read.
+        image_root: The release folder that CSV paths are resolved against.
+        transform: Callable applied to each image tensor after decoding, or ``None``.
+        cache: The image cache in use, or ``None`` when images are read lazily.
+        skipped: Rows skipped because their image could not be read (only with
+            ``on_error="skip"``): their CSV columns plus ``error``.
+    """
+
+    _LAYOUT_HINT: ClassVar[str] = (
+        "point root at the folder holding train/ and valid/ (CheXpert-v1.0-small) or at its parent"
+    )
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        csv: str | os.PathLike[str] | None = None,
+        *,
+        image_size: int = 128,
+        in_channels: int = 1,
+        uncertainty: UncertaintyPolicy = "zeros",
+        blank: BlankPolicy = "zeros",
+        frontal_only: bool = True,
+        transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
+        labels: Sequence[str] = CHEXPERT_LABELS,
+        on_error: Literal["raise", "skip"] = "raise",
+        progress: bool = True,
+        workers: int | None = None,
+    ) -> None:
+        """Reads and validates a CheXpert CSV.
+
+        Args:
+            root: The folder that contains ``CheXpert-v1.0-small`` (or ``CheXpert-v1.0``), or
+                that release folder itself (also when renamed). CSV paths such as
+                ``CheXpert-v1.0-small/train/patient00001/study1/view1_frontal.jpg`` are
+                resolved inside the release folder either way.
+            csv: ``None`` for ``train.csv``; a file name such as ``"valid.csv"`` looked up in
+                the release folder, then in ``root``; or an absolute path.
+            image_size: Side ``S`` of the square images.
+            in_channels: 1, or 3 to replicate the grey image (for ImageNet-style backbones).
+            uncertainty: What uncertain (``-1.0``) cells become: ``"zeros"`` (U-Zeros),
+                ``"ones"`` (U-Ones), ``"ignore"`` (NaN, masked out of the loss), or a mapping
+                from label to one of these; labels missing from the mapping use ``"zeros"``.
+            blank: What blank cells (observation not mentioned) become: ``"zeros"``
+                (negative, as in the CheXpert paper) or ``"ignore"`` (NaN).
+            frontal_only: Keep only frontal views (``Frontal/Lateral == "Frontal"``; for a CSV
+                without that column, files named ``*_frontal.*``).
+            transform: Applied to each image tensor ``[C, S, S]`` (for augmentation).
+                Ground-truth boxes are not carried through it, so the localisation scorers
+                refuse a dataset that has one.
+            cache_dir: Folder for the preprocessed image cache; ``None`` decodes each image
+                on every access.
+            labels: Label columns to use as targets, in target order.
+            on_error: ``"raise"`` (default) stops at the first missing or unreadable image;
+                ``"skip"`` drops such rows, logs how many, and lists them in ``skipped``.
+            progress: Show progress bars while checking or caching images (only when stderr
+                is a terminal).
+            workers: Threads for checking and caching images; ``None`` picks
+                [`default_workers()`][chexviz.data.cache.default_workers].
+
+        Raises:
+            FileNotFoundError: ``root``, the CSV or (with ``on_error="raise"``) an image file
+                does not exist.
+            MissingColumnsError: The CSV lacks ``Path`` or label columns (lists them all).
+            LabelValueError: A label cell is invalid (names the CSV line and column).
+            ImageDecodeError: An image cannot be decoded while building the cache (with
+                ``on_error="raise"``; names the file and CSV line).
+            ValueError: Invalid arguments, a path escaping the data folder or without a
+                patient folder (names the CSV line), or no rows left after filtering.
+        """
+        super().__init__(
+            image_size=image_size,
+            in_channels=in_channels,
+            uncertainty=uncertainty,
+            blank=blank,
+            transform=transform,
+            labels=labels,
+            on_error=on_error,
+            progress=progress,
+            workers=workers,
+        )
+        self.csv_path, self.image_root = _locate(Path(root).expanduser(), csv)
+        rows = read_table(self.csv_path, ["Path", *self.labels])
+        if frontal_only:
+            rows = self._frontal(rows)
+        self.paths = self._resolve_paths(rows)
+        self.patient_ids = self._patients(rows)
+        self._finish(rows, self._parse(rows), cache_dir)
+
+    def _frontal(self, rows: pd.DataFrame) -> pd.DataFrame:
+        if _VIEW_COLUMN in rows.columns:
+            views = rows[_VIEW_COLUMN].astype("string").str.strip()
+            invalid = ~views.isin(["Frontal", "Lateral"]).to_numpy(dtype=bool)
+            if invalid.any():
+                row = rows.index[int(np.argmax(invalid))]
+                raise ValueError(
+                    f"{self._where(row)}, column {_VIEW_COLUMN!r}: "
+                    f"{rows.at[row, _VIEW_COLUMN]!r} is neither 'Frontal' nor 'Lateral'"
+                )
+            keep = (views == "Frontal").to_numpy(dtype=bool)
+        else:
+            logger.info("%s has no %r column; frontal views are *_frontal.* files", _VIEW_COLUMN)
+            names = rows["Path"].astype("string").str.rsplit("/", n=1).str[-1]
+            keep = names.str.contains("_frontal.", regex=False).fillna(False).to_numpy(dtype=bool)
+        if not keep.any():
+            raise ValueError(
+                f"{self.csv_path}: no frontal image among its {len(rows)} rows "
+                "(use frontal_only=False to keep lateral views)"
+            )
+        logger.info("frontal_only: kept %d of %d rows", int(keep.sum()), len(rows))
+        kept: pd.DataFrame = rows[keep]
+        return kept
+
+    def _resolve_paths(self, rows: pd.DataFrame) -> list[Path]:
+        prefixes = {*RELEASE_FOLDERS, self.image_root.name}
+        root = str(self.image_root)
+        mismatch = ""
+        paths = []
+        for row, value in zip(rows.index, rows["Path"], strict=True):
+            text = value.strip().replace("\\", "/") if isinstance(value, str) else ""
+            parts = [part for part in text.split("/") if part not in ("", ".")]
+            if not parts:
+                raise ValueError(f"{self._where(row)}: empty Path")
+            if "\x00" in text:
+                raise ValueError(f"{self._where(row)}: Path {value!r} contains a NUL character")
+            if text.startswith("/") or _WINDOWS_DRIVE.match(text) or ".." in parts:
+                raise ValueError(
+                    f"{self._where(row)}: Path {value!r} escapes the data folder; CSV paths "
+                    "must be relative, like CheXpert-v1.0-small/train/patient00001/..."
+                )
+            if parts[0] in prefixes and len(parts) > 1:
+                if parts[0] != self.image_root.name and self.image_root.name in RELEASE_FOLDERS:
+                    mismatch = parts[0]
+                parts = parts[1:]
+            # One string join: Path.joinpath(*parts) is the slowest step for 200,000 rows.
+            paths.append(Path(root + "/" + "/".join(parts)))
+        if mismatch:
+            logger.warning(
+                "%s names images under %s/ but they are read from %s",
+                self.csv_path,
+                mismatch,
+                self.image_root,
+            )
+        return paths
+
+    def _patients(self, rows: pd.DataFrame) -> list[str]:
+        patients = []
+        for row, value in zip(rows.index, rows["Path"], strict=True):
+            match = _PATIENT.search(value.replace("\\", "/"))
+            if match is None:
+                raise ValueError(
+                    f"{self._where(row)}: no patient folder (patientNNNNN) in Path {value!r}"
+                )
+            patients.append(match.group(1))
+        return patients
 
 
 def _check_labels(labels: Sequence[str]) -> tuple[str, ...]:
@@ -517,67 +626,3 @@ def _locate(root: Path, csv: str | os.PathLike[str] | None) -> tuple[Path, Path]
     raise FileNotFoundError(
         2, f"CSV file {str(name)!r} not found; tried {[str(path) for path in tried]}", str(name)
     )
-
-
-def _read_csv(path: Path, labels: Sequence[str]) -> pd.DataFrame:
-    try:
-        header = pd.read_csv(path, nrows=0)
-        required = ["Path", *labels]
-        missing = [name for name in required if name not in header.columns]
-        if missing:
-            _check_delimiter(path, header.columns)
-            raise MissingColumnsError(missing, where=str(path))
-        # Labels are read as text so that only an empty cell counts as blank: pandas would
-        # otherwise also turn "NA", "null" or "None" into NaN without a word.
-        rows = pd.read_csv(
-            path,
-            dtype=dict.fromkeys(required, str),
-            keep_default_na=False,
-            na_values=[""],
-        )
-    except pd.errors.EmptyDataError:
-        raise ValueError(f"{path} is empty") from None
-    except UnicodeDecodeError as error:
-        raise ValueError(f"{path} is not UTF-8 text ({error})") from None
-    except pd.errors.ParserError as error:
-        raise ValueError(f"{path} is not a well-formed CSV file ({error})") from None
-    if rows.empty:
-        raise ValueError(f"{path} has a header but no rows")
-    if not isinstance(rows.index, pd.RangeIndex):
-        # pandas turns the leading cells into an index when every row is longer than the header.
-        raise ValueError(
-            f"{path} line 2: more cells than the {len(header.columns)} columns of the header"
-        )
-    _check_field_counts(path, len(header.columns), len(rows))
-    repeated = (rows["Path"] == "Path").to_numpy(dtype=bool)
-    if repeated.any():
-        raise ValueError(
-            f"{path} line {int(np.argmax(repeated)) + 2}: the header row appears again "
-            "(CSV files joined together?)"
-        )
-    return rows
-
-
-def _check_delimiter(path: Path, columns: pd.Index) -> None:
-    if len(columns) == 1:
-        for delimiter in (";", "\t", "|"):
-            if delimiter in str(columns[0]):
-                raise ValueError(
-                    f"{path}: columns are separated by {delimiter!r}; chexviz reads "
-                    "comma-separated files like the CheXpert release"
-                )
-
-
-def _check_field_counts(path: Path, fields: int, rows: int) -> None:
-    """Refuses rows with fewer cells than the header, which pandas would read as blank labels."""
-    text = path.read_text(encoding="utf-8-sig")
-    # Without quotes every comma separates cells, so one count settles the common case.
-    if '"' not in text and text.count(",") == (fields - 1) * (rows + 1):
-        return
-    reader = csv.reader(io.StringIO(text, newline=""))
-    for cells in reader:
-        if cells and len(cells) < fields:
-            raise ValueError(
-                f"{path} line {reader.line_num}: {len(cells)} cells but the header has {fields} "
-                "columns (truncated or damaged row)"
-            )

@@ -7,6 +7,11 @@ to a model whichever way it arrives.
 Every image becomes 8-bit greyscale (RGB, RGBA, palette and 16-bit images included), is turned
 upright by its EXIF orientation, and is resized whole to ``size x size`` with bilinear,
 antialiased resampling (no crop, aspect ratio not kept).
+
+DICOM files (named ``*.dcm`` / ``*.dicom``, or carrying the ``DICM`` preamble) are decoded by
+[`chexviz.data.dicom`][chexviz.data.dicom] into the same ``[0, 1]`` grey range, resized in
+floating point and rounded to 8 bits like the others. That module is imported on the first
+DICOM file only, since pydicom is an optional dependency (``chexviz[dicom]``).
 """
 
 from __future__ import annotations
@@ -27,6 +32,10 @@ ImageSource = str | os.PathLike[str] | Image.Image
 """A path to an image file, or an already opened PIL image."""
 
 _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})
+_DICOM_SUFFIXES = frozenset({".dcm", ".dicom"})
+# Files with these endings are never DICOM, so they are opened without peeking at the preamble.
+_PIL_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".gif", ".webp"})
+_DICOM_MAGIC_OFFSET = 128
 
 
 class ImageDecodeError(ValueError):
@@ -63,7 +72,9 @@ def load_image(source: ImageSource, *, size: int, in_channels: int = 1) -> npt.N
         FileNotFoundError: ``source`` is a path that does not exist.
         ImageDecodeError: The file is not a readable image, is truncated or corrupt, or has
             more pixels than ``PIL.Image.MAX_IMAGE_PIXELS`` (decompression-bomb protection);
+            a DICOM file is not a single grey radiograph or its pixel data cannot be decoded;
             the message names the file.
+        ImportError: The file is DICOM and pydicom is not installed (``chexviz[dicom]``).
         ValueError: ``size`` or ``in_channels`` is invalid.
     """
     _check_size(size)
@@ -73,8 +84,11 @@ def load_image(source: ImageSource, *, size: int, in_channels: int = 1) -> npt.N
         grey = _decode(source, Path(filename) if filename else None, size)
     else:
         path = Path(source)
-        with _open(path) as image:
-            grey = _decode(image, path, size)
+        if _is_dicom(path):
+            grey = _dicom_to_grey(path, size)
+        else:
+            with _open(path) as image:
+                grey = _decode(image, path, size)
     if in_channels == 3:
         return np.repeat(grey[:, :, None], 3, axis=2)
     return grey
@@ -92,8 +106,14 @@ def read_image_size(path: str | os.PathLike[str]) -> tuple[int, int]:
     Raises:
         FileNotFoundError: The file does not exist.
         ImageDecodeError: The file is not a readable image.
+        ImportError: The file is DICOM and pydicom is not installed.
     """
-    with _open(Path(path)) as image:
+    file = Path(path)
+    if _is_dicom(file):
+        from chexviz.data.dicom import read_dicom_size
+
+        return read_dicom_size(file)
+    with _open(file) as image:
         width, height = image.size
     return int(width), int(height)
 
@@ -137,6 +157,30 @@ def to_tensor(array: npt.ArrayLike, in_channels: int = 1) -> torch.Tensor:
         return tensor.expand(3, -1, -1).contiguous()
     weights = torch.tensor([0.299, 0.587, 0.114], dtype=torch.float32).view(3, 1, 1)
     return (tensor * weights).sum(dim=0, keepdim=True).clamp_(0.0, 1.0)
+
+
+def _is_dicom(path: Path) -> bool:
+    suffix = path.suffix.lower()
+    if suffix in _DICOM_SUFFIXES:
+        return True
+    if suffix in _PIL_SUFFIXES:
+        return False
+    try:
+        with path.open("rb") as handle:
+            handle.seek(_DICOM_MAGIC_OFFSET)
+            return handle.read(4) == b"DICM"
+    except (OSError, ValueError):
+        # Let the image decoder report a missing or unreadable file in its own words.
+        return False
+
+
+def _dicom_to_grey(path: Path, size: int) -> npt.NDArray[np.uint8]:
+    from chexviz.data.dicom import read_dicom
+
+    unit = Image.fromarray(read_dicom(path))
+    resized = np.asarray(unit.resize((size, size), Image.Resampling.BILINEAR), dtype=np.float32)
+    pixels: npt.NDArray[np.uint8] = np.clip(np.rint(resized * 255.0), 0, 255).astype(np.uint8)
+    return pixels
 
 
 def _open(path: Path) -> Image.Image:

@@ -11,13 +11,15 @@ import logging
 import math
 from collections.abc import Sequence
 from numbers import Integral, Real
-from typing import Any, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 from torch.utils.data import Subset
 
-__all__ = ["REFERENCE_SPLIT", "PatientDataset", "split_by_patient"]
+from chexviz._internal.datasets import unwrap_subsets
+
+__all__ = ["REFERENCE_SPLIT", "PatientDataset", "PatientSplits", "split_by_patient"]
 
 logger = logging.getLogger(__name__)
 
@@ -41,28 +43,84 @@ class PatientDataset(Protocol[T]):
     def __getitem__(self, index: int) -> T: ...
 
 
+class PatientSplits(tuple[Subset[T], ...], Generic[T]):
+    """The subsets of `split_by_patient`, with how close they came to the sizes asked for.
+
+    A tuple of ``Subset``s (``train, val, test = split_by_patient(...)`` unpacks it) that
+    also carries, per split:
+
+    Attributes:
+        targets: The image counts aimed at (fractions turned into counts).
+        sizes: The image counts reached.
+        patients: The number of patients in each split.
+    """
+
+    targets: tuple[int, ...]
+    sizes: tuple[int, ...]
+    patients: tuple[int, ...]
+
+    def __new__(
+        cls,
+        subsets: Sequence[Subset[T]],
+        targets: Sequence[int],
+        patients: Sequence[int],
+    ) -> PatientSplits[T]:
+        """Wraps the subsets with their targets and patient counts."""
+        splits = super().__new__(cls, subsets)
+        splits.targets = tuple(int(target) for target in targets)
+        splits.sizes = tuple(len(subset) for subset in subsets)
+        splits.patients = tuple(int(count) for count in patients)
+        return splits
+
+    @property
+    def deviations(self) -> tuple[int, ...]:
+        """Images reached minus images aimed at, per split."""
+        return tuple(size - target for size, target in zip(self.sizes, self.targets, strict=True))
+
+    def summary(self) -> str:
+        """One line per split: images reached, aimed at, and patients."""
+        return "\n".join(
+            f"split {number}: {size} images (target {target}, {size - target:+d}), "
+            f"{patients} patients"
+            for number, (size, target, patients) in enumerate(
+                zip(self.sizes, self.targets, self.patients, strict=True)
+            )
+        )
+
+
 def split_by_patient(
     dataset: PatientDataset[T] | Subset[T],
     sizes: Sequence[float] | Sequence[int],
     *,
     seed: int = 0,
-) -> tuple[Subset[T], ...]:
-    """Splits a data set into patient-disjoint subsets.
+) -> PatientSplits[T]:
+    """Splits a data set into patient-disjoint subsets, as close to the sizes as patients allow.
 
-    Patients are shuffled with ``seed`` and dealt to the splits in order: the first split takes
-    patients until it holds its number of images, then the second, and so on. A patient whose
-    images would overshoot the current split is passed over (and stays available for the next
-    splits), so **image counts are exact** whenever the remaining patients allow it; when they
-    do not (say, every remaining patient has two images and one image is missing), the split
-    ends just below its count and a warning is logged.
+    Whole patients are assigned, largest first, each to a split it fits in, drawn with a
+    probability proportional to how far that split is below its target (so large patients are
+    spread over the splits like the targets, not all put in the largest), or, when it fits in
+    none, to the one it overshoots least. The many small patients of a chest X-ray data
+    set then fill the gaps the large ones leave, so **image counts are exact** whenever the
+    patients allow it, and heavy-tailed data (an NIH patient with over a hundred follow-up
+    images) still gets every split a fair share instead of an error. The result says how close
+    it came (``targets``, ``sizes``, ``deviations``, ``summary()``), and a warning is logged
+    when a split misses its target.
 
     Sizes are either all fractions of the images (floats in ``(0, 1]``, summing to at most 1)
-    or all image counts (ints, summing to at most ``len(dataset)``). Fractions become counts by
-    rounding ``fraction * len(dataset)``; when fractions sum to 1, the last split takes every
-    remaining patient, so no image is left out. Otherwise the images beyond the requested
-    sizes are left out of every split: ``(30_000, 5_000, 5_000)`` on the frontal images of
-    ``train.csv`` reproduces the reference study's protocol
-    ([`REFERENCE_SPLIT`][chexviz.data.splits.REFERENCE_SPLIT]).
+    or all image counts (ints, summing to at most ``len(dataset)``):
+
+    - **Fractions are targets**: ``round(fraction * len(dataset))`` images, which a split may
+      over- or undershoot by whole patients. When they sum to 1, every image is assigned (the
+      last split's target is what the others leave); otherwise the images beyond them are left
+      out of every split.
+    - **Counts are limits**: a split never holds more images than its count, and patients that
+      fit in no split are left out. ``(30_000, 5_000, 5_000)`` on the frontal images of
+      ``train.csv`` reproduces the reference study's protocol
+      ([`REFERENCE_SPLIT`][chexviz.data.splits.REFERENCE_SPLIT]).
+
+    A split is never empty: when the assignment leaves one without patients, the patient whose
+    move there costs least is moved. Only a split that truly cannot get a patient (fewer
+    patients than splits, or a count smaller than every patient) raises.
 
     The same patients, sizes and seed always give the same splits, whatever the order of the
     items. Within a split, items keep the data set's order.
@@ -71,16 +129,17 @@ def split_by_patient(
         dataset: A data set with ``patient_ids`` (one per item), or a ``Subset`` of one
             (nested subsets too).
         sizes: One size per split: fractions or image counts.
-        seed: Seed of the patient shuffle.
+        seed: Seed of the random choices.
 
     Returns:
-        One ``Subset`` per size. Subsets of a ``Subset`` are flattened: their ``dataset`` is the
-        underlying data set and their ``indices`` index it directly.
+        One ``Subset`` per size, as a [`PatientSplits`][chexviz.data.splits.PatientSplits]
+        tuple. Subsets of a ``Subset`` are flattened: their ``dataset`` is the underlying data
+        set and their ``indices`` index it directly.
 
     Raises:
         TypeError: ``dataset`` has no ``patient_ids``, or sizes mix ints and floats.
         ValueError: Sizes are empty, not positive, fractions sum to more than 1, or counts sum
-            to more than the number of images; a split would be empty.
+            to more than the number of images; a split cannot get any patient.
 
     Example:
         >>> class Toy(list):
@@ -91,54 +150,123 @@ def split_by_patient(
     """
     base, indices = _flatten(dataset)
     patients = np.asarray([str(base.patient_ids[i]) for i in indices], dtype=object)
-    targets, take_rest = _targets(sizes, len(indices))
+    targets, limits = _targets(sizes, len(indices))
     names, inverse, counts = np.unique(patients, return_inverse=True, return_counts=True)
-    order = np.random.default_rng(seed).permutation(len(names))
-    assignment = np.full(len(names), -1, dtype=np.int64)
-    remaining = order
-    for split, target in enumerate(targets):
-        rest = take_rest and split == len(targets) - 1
-        if rest:
-            chosen, remaining = remaining, remaining[:0]
-        else:
-            chosen, remaining = _fill(remaining, counts, target)
-        assignment[chosen] = split
-        filled = int(counts[chosen].sum())
-        if filled == 0:
-            raise ValueError(
-                f"split {split} would be empty (size {sizes[split]!r} of {len(indices)} images)"
-            )
-        if filled < target and not rest:
-            logger.warning(
-                "split %d holds %d images, not %d: the remaining patients' images do not add "
-                "up to it exactly",
-                split,
-                filled,
-                target,
-            )
+    rng = np.random.default_rng(seed)
+    # Largest first; equal patients in a random order.
+    shuffled = rng.permutation(len(names))
+    order = shuffled[np.argsort(-counts[shuffled], kind="stable")]
+    # Bins: the splits, then the images left out (when the sizes do not cover every image).
+    rest = len(indices) - sum(targets)
+    bins = np.asarray([*targets, rest] if rest > 0 or limits else targets, dtype=np.int64)
+    assignment = _assign(order, counts, bins, rng, limits=limits, splits=len(targets))
+    for split in range(len(targets)):
+        if not (assignment == split).any():
+            _fill_empty(assignment, counts, bins, split, limits=limits, splits=len(targets))
     item_split = assignment[inverse]
-    return tuple(
+    subsets = [
         Subset(base, [indices[i] for i in np.flatnonzero(item_split == split)])
         for split in range(len(targets))
+    ]
+    result = PatientSplits(
+        subsets, targets, [int((assignment == split).sum()) for split in range(len(targets))]
     )
+    logger.info("patient split:\n%s", result.summary())
+    for split, (size, target) in enumerate(zip(result.sizes, targets, strict=True)):
+        if size != target:
+            logger.warning(
+                "split %d holds %d images, not %d: whole patients (%d in it) do not add up to "
+                "it exactly",
+                split,
+                size,
+                target,
+                result.patients[split],
+            )
+    return result
+
+
+def _assign(
+    order: npt.NDArray[np.int64],
+    counts: npt.NDArray[np.int64],
+    bins: npt.NDArray[np.int64],
+    rng: np.random.Generator,
+    *,
+    limits: bool,
+    splits: int,
+) -> npt.NDArray[np.int64]:
+    """Bin of each patient, largest patients first.
+
+    A patient goes to a bin it fits in, drawn with a probability proportional to how far the
+    bin is below its target, so that large patients spread over the splits like the targets
+    do instead of all landing in the largest one; a patient that fits nowhere goes to the bin
+    it overshoots least (with limits: to the images left out).
+    """
+    deficit = bins.astype(np.int64).copy()
+    assignment = np.full(len(counts), -1, dtype=np.int64)
+    for patient in order:
+        size = int(counts[patient])
+        room = np.where(deficit >= size, deficit, 0).astype(np.float64)
+        if room.any():
+            chosen = int(rng.choice(len(bins), p=room / room.sum()))
+        elif limits:
+            # Counts are limits: what fits in no split stays out (the last bin).
+            chosen = len(bins) - 1
+        else:
+            chosen = int(np.argmax(deficit))
+        assignment[patient] = chosen
+        deficit[chosen] -= size
+    assignment[assignment >= splits] = -1
+    return assignment
+
+
+def _fill_empty(
+    assignment: npt.NDArray[np.int64],
+    counts: npt.NDArray[np.int64],
+    bins: npt.NDArray[np.int64],
+    split: int,
+    *,
+    limits: bool,
+    splits: int,
+) -> None:
+    """Moves into the empty ``split`` the patient whose move adds the least deviation."""
+    filled = np.asarray([int(counts[assignment == b].sum()) for b in range(splits)], dtype=np.int64)
+    members = np.bincount(assignment[assignment >= 0], minlength=splits)
+    # A patient may leave a split that keeps another patient, or the images left out.
+    donor = np.where(assignment >= 0, members[np.maximum(assignment, 0)] >= 2, True)
+    if limits:
+        donor &= counts <= bins[split]
+    if not donor.any():
+        size = f"{bins[split]} images" if limits else f"a target of {bins[split]} images"
+        raise ValueError(
+            f"split {split} would be empty ({size}): no patient can be moved into it "
+            f"({len(counts)} patients, {int(counts.min())} to {int(counts.max())} images each)"
+        )
+    source = np.where(assignment >= 0, assignment, 0)
+    before = np.abs(filled[source] - bins[source])
+    after = np.abs(filled[source] - counts - bins[source])
+    leaving = np.where(assignment >= 0, after - before, 0)
+    cost = leaving + np.abs(counts - bins[split]) - abs(int(bins[split]))
+    cost = np.where(donor, cost, np.iinfo(np.int64).max)
+    # Ties: the smallest patient, then the first in name order.
+    best = np.lexsort((np.arange(len(counts)), counts, cost))[0]
+    assignment[best] = split
 
 
 def _flatten(dataset: object) -> tuple[Any, list[int]]:
-    if isinstance(dataset, Subset):
-        base, outer = _flatten(dataset.dataset)
-        return base, [outer[int(i)] for i in dataset.indices]
-    patient_ids = getattr(dataset, "patient_ids", None)
-    if patient_ids is None or not hasattr(dataset, "__len__"):
+    base, positions = unwrap_subsets(dataset)
+    patient_ids = getattr(base, "patient_ids", None)
+    if patient_ids is None or not hasattr(base, "__len__"):
         raise TypeError(
-            f"split_by_patient needs a data set with patient_ids, got {type(dataset).__name__}"
+            f"split_by_patient needs a data set with patient_ids, got {type(base).__name__}"
         )
-    size = len(dataset)
+    size = len(base)
     if len(patient_ids) != size:
         raise ValueError(f"patient_ids has {len(patient_ids)} entries for {size} items")
-    return dataset, list(range(size))
+    return base, list(range(size)) if positions is None else positions
 
 
 def _targets(sizes: Sequence[float] | Sequence[int], total: int) -> tuple[list[int], bool]:
+    """Image count aimed at per split, and whether the counts are limits (sizes were ints)."""
     values = list(sizes)
     if not values:
         raise ValueError("sizes must name at least one split")
@@ -150,7 +278,7 @@ def _targets(sizes: Sequence[float] | Sequence[int], total: int) -> tuple[list[i
             raise ValueError(f"image counts must be positive, got {counts}")
         if sum(counts) > total:
             raise ValueError(f"sizes ask for {sum(counts)} images but the data set has {total}")
-        return counts, False
+        return counts, True
     if any(isinstance(value, Integral) for value in values):
         raise TypeError(f"sizes must be all fractions (floats) or all counts (ints), got {values}")
     fractions = [float(value) for value in values]
@@ -159,18 +287,8 @@ def _targets(sizes: Sequence[float] | Sequence[int], total: int) -> tuple[list[i
     fraction_sum = math.fsum(fractions)
     if fraction_sum > 1.0 + _TOLERANCE:
         raise ValueError(f"fractions must sum to at most 1, got {fractions} (sum {fraction_sum})")
-    return [round(fraction * total) for fraction in fractions], fraction_sum >= 1.0 - _TOLERANCE
-
-
-def _fill(
-    candidates: npt.NDArray[np.int64], counts: npt.NDArray[np.int64], target: int
-) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
-    taken = np.zeros(len(candidates), dtype=bool)
-    filled = 0
-    for position, patient in enumerate(candidates):
-        if filled == target:
-            break
-        if filled + counts[patient] <= target:
-            taken[position] = True
-            filled += int(counts[patient])
-    return candidates[taken], candidates[~taken]
+    targets = [round(fraction * total) for fraction in fractions]
+    if fraction_sum >= 1.0 - _TOLERANCE:
+        # Every image is assigned: the last split aims at what the others leave.
+        targets[-1] = max(0, total - sum(targets[:-1]))
+    return targets, False

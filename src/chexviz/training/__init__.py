@@ -4,6 +4,7 @@ Imports [`chexviz.models`][chexviz.models] and [`chexviz.data`][chexviz.data]; n
 [`chexviz.explain`][chexviz.explain].
 """
 
+from chexviz.training.external import ExternalValidation, validate_externally
 from chexviz.training.history import EpochRecord, History
 from chexviz.training.losses import (
     MaskedBCEWithLogitsLoss,
@@ -16,6 +17,7 @@ from chexviz.training.trainer import Trainer
 
 __all__ = [
     "EpochRecord",
+    "ExternalValidation",
     "History",
     "MaskedBCEWithLogitsLoss",
     "Metrics",
@@ -25,4 +27,5 @@ __all__ = [
     "masked_bce_with_logits",
     "pos_weight_from_targets",
     "tune_thresholds",
+    "validate_externally",
 ]

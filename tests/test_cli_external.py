@@ -1,0 +1,128 @@
+"""``chexviz evaluate --dataset mimic|nih|chexpert``: external validation from the command line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from chexviz.cli import main
+from chexviz.data.labels import CHEXPERT_LABELS
+from chexviz.data.synthetic import make_synthetic_chexpert
+from chexviz.data.synthetic_external import make_synthetic_mimic, make_synthetic_nih
+from chexviz.models.classifier import MultiLabelClassifier
+from chexviz.training.external import internal_metrics_metadata
+from chexviz.training.metrics import compute_metrics
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("cli-external")
+    torch.manual_seed(0)
+    model = MultiLabelClassifier("simple_cnn", image_size=32)
+    internal = compute_metrics(
+        np.tile(np.linspace(0.1, 0.9, 6)[:, None], (1, 14)),
+        np.tile(np.array([[0], [0], [0], [1], [1], [1]], dtype=float), (1, 14)),
+        0.5,
+        CHEXPERT_LABELS,
+    )
+    return {
+        "model": model.save(
+            root / "model.safetensors", extra_metadata=internal_metrics_metadata(internal)
+        ),
+        "plain": model.save(root / "plain.safetensors"),
+        "nih": make_synthetic_nih(root / "nih", patients=20, image_size=64),
+        "mimic": make_synthetic_mimic(root / "mimic", patients=10),
+        "chexpert": make_synthetic_chexpert(root / "chexpert", n_patients=6, seed=1),
+    }
+
+
+def _evaluate(folders: dict[str, Path], *args: str, model: str = "model") -> int:
+    return main(
+        ["evaluate", "--model", str(folders[model]), "--bootstrap", "20", "--no-progress", *args]
+    )
+
+
+def test_nih_prints_and_saves_shared_labels(
+    folders: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = _evaluate(
+        folders, "--dataset", "nih", "--data", str(folders["nih"]), "--split", "all",
+        "--out", str(tmp_path),
+    )  # fmt: skip
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "NIH ChestX-ray14, split all:" in printed
+    assert "bootstrap replicates over patients" in printed
+    assert "Mass | Nodule (union)" in printed
+    assert "NIH labels never compared" in printed
+    table = pd.read_csv(tmp_path / "external_metrics.csv", index_col="label")
+    assert table.loc["Fracture", "source"] == "(not annotated)"
+    assert np.isnan(table.loc["Fracture", "auroc"])
+    assert (table["chance"] == 0.5).all()
+    # The model file's internal AUROC (1.0 for the perfectly ordered scores) sits beside.
+    assert table.loc["Pleural Effusion", "internal_auroc"] == 1.0
+    summary = json.loads((tmp_path / "external_metrics.json").read_text())
+    assert summary["dataset"] == "NIH ChestX-ray14, split all"
+    assert summary["replicates"] <= 20
+    shared = summary["shared_labels"]
+    assert shared
+    assert table.index[-1] == f"mean ({len(shared)} shared)"
+    assert summary["internal_mean_auroc"] == 1.0
+
+
+def test_mimic_official_test_split(
+    folders: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert _evaluate(folders, "--dataset", "mimic", "--data", str(folders["mimic"])) == 0
+    printed = capsys.readouterr().out
+    assert "MIMIC-CXR-JPG, split test:" in printed
+    assert "internal_auroc" in printed
+
+
+def test_chexpert_and_a_model_without_internal_figures(
+    folders: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = _evaluate(
+        folders, "--dataset", "chexpert", "--data", str(folders["chexpert"]), model="plain"
+    )
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "CheXpert valid.csv:" in printed
+    assert "internal test AUROC: not in the model file" in printed
+
+
+def test_errors_are_one_line(folders: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    code = _evaluate(
+        folders, "--dataset", "chexpert", "--data", str(folders["chexpert"]), "--split", "test"
+    )
+    assert code == 1
+    assert "--split for chexpert must be one of ['train', 'valid']" in capsys.readouterr().err
+    code = _evaluate(folders, "--dataset", "nih", "--data", str(folders["mimic"]))
+    assert code == 1
+    err = capsys.readouterr().err
+    assert err.startswith("chexviz evaluate: error: ")
+    assert "no NIH label table" in err
+    assert len(err.strip().splitlines()) == 1
+    code = _evaluate(folders, "--data", str(folders["chexpert"]), "--split", "valid")
+    assert code == 1
+    assert "--split needs --dataset" in capsys.readouterr().err
+
+
+def test_explain_takes_dicom_files(folders: dict[str, Path], tmp_path: Path) -> None:
+    from chexviz.data.dicom import write_dicom
+
+    pixels = (np.add.outer(np.arange(40), np.arange(48)) * 40).astype(np.uint16)
+    image = write_dicom(tmp_path / "chest.dcm", pixels, bits_stored=12, photometric="MONOCHROME1")
+    out = tmp_path / "explained"
+    code = main(
+        ["explain", str(image), "--model", str(folders["model"]), "--out", str(out),
+         "--classes", "Edema", "--no-progress"]
+    )  # fmt: skip
+    assert code == 0
+    assert (out / "000_chest.png").stat().st_size > 0
+    assert "chest.dcm" in (out / "report.html").read_text()
