@@ -126,3 +126,28 @@ def test_explain_takes_dicom_files(folders: dict[str, Path], tmp_path: Path) -> 
     assert code == 0
     assert (out / "000_chest.png").stat().st_size > 0
     assert "chest.dcm" in (out / "report.html").read_text()
+
+
+def test_localize_scores_gradcam_on_nih_boxes_beside_chance_and_a_cross_fitted_prior(
+    folders: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    nih = folders["nih"]
+    code = main(
+        [
+            "localize", "--model", str(folders["model"]), "--data", str(nih),
+            "--nih-boxes", str(nih / "BBox_List_2017.csv"), "--nih-image-size", "64",
+            "--out", str(tmp_path / "loc"), "--no-progress",
+        ]
+    )  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    summary = pd.read_csv(tmp_path / "loc" / "localization_summary.csv", index_col=0)
+    overall = summary.loc["overall"]
+    assert overall["findings"] > 0
+    for column in ("hit_rate", "chance", "iou"):
+        assert 0.0 <= overall[column] <= 1.0, column
+    # The prior of a label exists only where the other half has boxes of it (NaN otherwise).
+    for column in ("prior_hit_rate", "prior_iou"):
+        assert summary[column].dropna().between(0.0, 1.0).all(), column
+    scores = pd.read_csv(tmp_path / "loc" / "localization.csv")
+    assert set(scores["fold"]) == {0, 1}  # each half scored with the other half's prior
+    assert "prior_hit_rate" in capsys.readouterr().out

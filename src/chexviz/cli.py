@@ -15,13 +15,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from chexviz._version import __version__
-
-if TYPE_CHECKING:
-    from chexviz.data.dataset import CheXpertDataset
-    from chexviz.training.trainer import Trainer
 from chexviz.data.labels import CHEXPERT_LABELS, POLICY_NAMES, UncertaintyPolicy
 from chexviz.explain.gradcam import METHODS
 from chexviz.models.heads import list_heads
+
+if TYPE_CHECKING:
+    from chexviz.data.dataset import CheXpertDataset
+    from chexviz.training.metrics import Metrics
+    from chexviz.training.trainer import Trainer
 
 _EXIT_ERROR = 1
 _EXIT_USAGE = 2
@@ -221,13 +222,8 @@ def _parser() -> argparse.ArgumentParser:
         "--cache-dir",
         type=Path,
         default=None,
-        help="folder for the decoded-image cache (without it images are decoded every epoch)",
-    )
-    train.add_argument(
-        "--cache-dir",
-        type=Path,
-        default=None,
-        help="preprocessed image cache (on CUDA by default $XDG_CACHE_HOME/chexviz/images)",
+        help="folder for the decoded-image cache (on CUDA by default "
+        "$XDG_CACHE_HOME/chexviz/images; on CPU none, so images are decoded every epoch)",
     )
     train.add_argument(
         "--no-cache", dest="cache", action="store_false", help="decode every image on each read"
@@ -322,18 +318,30 @@ def _parser() -> argparse.ArgumentParser:
         help="score Grad-CAM against radiologists' segmentations (CheXlocalize)",
         description="Explain every X-ray of a CheXpert CSV and score the heatmaps with the "
         "CheXlocalize protocol (mIoU and hit rate with bootstrap intervals, beside chance and "
-        "an anatomical prior). Writes the tables, localization.png and overlays into --out.",
+        "an anatomical prior). Writes the tables, localization.png and overlays into --out. "
+        "With --nih-boxes instead of --ground-truth, score against NIH ChestX-ray14's boxes "
+        "(pointing game, IoU and energy beside chance and a cross-fitted anatomical prior).",
     )
     localize.add_argument("--model", type=Path, required=True, help="a .safetensors model")
     localize.add_argument(
-        "--data", type=Path, required=True, help="folder holding CheXpert-v1.0 (full resolution)"
-    )
-    localize.add_argument("--csv", default="valid.csv", help="CSV of the X-rays (valid or test)")
-    localize.add_argument(
-        "--ground-truth",
+        "--data",
         type=Path,
         required=True,
-        help="gt_segmentations_*.json or gt_annotations_*.json",
+        help="folder holding CheXpert-v1.0 (full resolution); with --nih-boxes, the NIH folder",
+    )
+    localize.add_argument("--csv", default="valid.csv", help="CSV of the X-rays (valid or test)")
+    truth = localize.add_mutually_exclusive_group(required=True)
+    truth.add_argument(
+        "--ground-truth", type=Path, help="gt_segmentations_*.json or gt_annotations_*.json"
+    )
+    truth.add_argument(
+        "--nih-boxes", type=Path, help="NIH ChestX-ray14's BBox_List_2017.csv (scores its images)"
+    )
+    localize.add_argument(
+        "--nih-image-size",
+        type=int,
+        default=1024,
+        help="with --nih-boxes, the side of the PNGs the boxes are drawn on (the release's: 1024)",
     )
     localize.add_argument("--out", type=Path, required=True, help="output folder")
     localize.add_argument(
@@ -401,6 +409,7 @@ def _run_train(args: argparse.Namespace) -> None:
     from chexviz.data.splits import split_by_patient
     from chexviz.models.classifier import MultiLabelClassifier
     from chexviz.training.distributed import resolve_device
+    from chexviz.training.external import internal_metrics_metadata
     from chexviz.training.trainer import Trainer
 
     device = resolve_device(args.device)
@@ -446,16 +455,23 @@ def _run_train(args: argparse.Namespace) -> None:
     )
     history = trainer.fit(train, val, resume=args.resume)
     main = trainer.context.is_main  # under torchrun only rank 0 writes and prints
+    try:
+        valid: CheXpertDataset | None = dataset("valid.csv")
+    except FileNotFoundError:
+        valid = None
+    # valid.csv is the model's internal test set: its metrics travel in the weight file, where
+    # `chexviz evaluate --dataset` shows them beside an external data set's.
+    internal = (
+        _print_metrics(trainer, valid, args.out if main else None, quiet=not main)
+        if valid is not None
+        else None
+    )
     if main:
         history.to_csv(args.out / "history.csv")
         history.to_json(args.out / "history.json")
-        model.save(args.out / "model.safetensors")
+        extra = internal_metrics_metadata(internal) if internal is not None else None
+        model.save(args.out / "model.safetensors", extra_metadata=extra)
         print(f"model: {args.out / 'model.safetensors'}")
-    try:
-        valid = dataset("valid.csv")
-    except FileNotFoundError:
-        return
-    _print_metrics(trainer, valid, args.out if main else None, quiet=not main)
 
 
 def _run_evaluate(args: argparse.Namespace) -> None:
@@ -483,11 +499,14 @@ def _run_evaluate(args: argparse.Namespace) -> None:
 
 def _print_metrics(
     trainer: Trainer, data: CheXpertDataset, out: Path | None, *, quiet: bool = False
-) -> None:
+) -> Metrics:
     """Prints (and writes into ``out``) the metrics, uncertain labels negative then left out.
 
     Every process must call it (evaluation is collective under torchrun); ``quiet`` ones
     evaluate without printing.
+
+    Returns:
+        The metrics with uncertain labels counted as negative.
     """
     tables = {
         "metrics.csv": ("uncertain labels counted as negative", trainer.evaluate(data)),
@@ -499,7 +518,7 @@ def _print_metrics(
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
     if quiet:
-        return
+        return tables["metrics.csv"][1]
     for number, (name, (heading, metrics)) in enumerate(tables.items()):
         frame = metrics.to_frame()
         if out is not None:
@@ -510,6 +529,7 @@ def _print_metrics(
             f"mean AUROC over the 5 competition labels {metrics.competition_auroc:.3f} "
             "(chance 0.500)"
         )
+    return tables["metrics.csv"][1]
 
 
 _EXTERNAL_SPLITS = {
@@ -630,6 +650,9 @@ def _run_explain(args: argparse.Namespace) -> None:
 
 
 def _run_localize(args: argparse.Namespace) -> None:
+    if args.nih_boxes is not None:
+        _run_localize_nih(args)
+        return
     from chexviz.data.chexlocalize import read_chexlocalize
     from chexviz.data.dataset import CheXpertDataset
     from chexviz.explain.chexlocalize import read_tuning_csv, run_chexlocalize
@@ -668,6 +691,63 @@ def _run_localize(args: argparse.Namespace) -> None:
     columns += ["hit_rate", "hit_rate_lower", "hit_rate_upper", "prior_hit_rate", "chance_hit_rate"]
     print(scores.summary[columns].to_string(float_format="%.3f"))
     print(f"tables and figures: {args.out}")
+
+
+def _run_localize_nih(args: argparse.Namespace) -> None:
+    """Grad-CAM against NIH's boxes, beside chance and a cross-fitted anatomical prior.
+
+    NIH's boxes all lie on its test images, so no box split exists to learn a prior from
+    without scoring it on the boxes it saw. The images are split in two halves by patient;
+    each half is scored with the prior of the other half's boxes.
+    """
+    import pandas as pd
+    from torch.utils.data import Subset
+
+    from chexviz.data.nih import NIHChestXray14Dataset, read_nih_boxes
+    from chexviz.data.splits import split_by_patient
+    from chexviz.explain.gradcam import GradCAM
+    from chexviz.explain.localization import (
+        anatomical_prior,
+        score_localization,
+        select_boxes,
+        summarize_localization,
+    )
+    from chexviz.models.classifier import MultiLabelClassifier
+
+    model = MultiLabelClassifier.load(args.model)
+    side = args.nih_image_size
+    boxes = read_nih_boxes(args.nih_boxes, image_size=(side, side))
+    data = NIHChestXray14Dataset(
+        args.data,
+        labels=model.labels,
+        image_size=model.image_size,
+        in_channels=model.in_channels,
+        views=None,  # boxes are drawn on PA and AP images alike
+        progress=args.progress,
+    )
+    wanted = set(boxes["Path"])
+    boxed = [i for i, path in enumerate(data.frame["Path"]) if path in wanted]
+    if len({data.patient_ids[i] for i in boxed}) < 2:
+        raise ValueError(
+            f"{args.nih_boxes}: the boxed images belong to fewer than two patients of "
+            f"{args.data}; the cross-fitted prior needs two"
+        )
+    halves = split_by_patient(Subset(data, boxed), (0.5, 0.5), seed=args.seed)
+    cam = GradCAM(model, method=args.method)
+    scores = []
+    for fold, (scored, other) in enumerate((halves, halves[::-1])):
+        prior = anatomical_prior(select_boxes(boxes, other), model.image_size)
+        part = score_localization(
+            cam, scored, boxes, classes="true", progress=args.progress, prior=prior
+        )
+        scores.append(part.assign(fold=fold))
+    table = pd.concat(scores, ignore_index=True)
+    summary = summarize_localization(table)
+    args.out.mkdir(parents=True, exist_ok=True)
+    table.to_csv(args.out / "localization.csv", index=False)
+    summary.to_csv(args.out / "localization_summary.csv")
+    print(summary.to_string(float_format="%.3f"))
+    print(f"tables: {args.out}")
 
 
 if __name__ == "__main__":

@@ -45,6 +45,7 @@ from chexviz.explain.localization import (
 )
 from chexviz.explain.report import save_study_figure, write_html_report
 from chexviz.models.classifier import MultiLabelClassifier
+from chexviz.training.external import internal_metrics_metadata
 from chexviz.training.metrics import Metrics, evaluation_targets
 from chexviz.training.trainer import Trainer
 
@@ -293,7 +294,8 @@ def run_demo(
     metrics.to_frame().to_csv(out / "metrics.csv")
     excluded.to_frame().to_csv(out / "metrics_uncertain_excluded.csv")
     model_path = out / "model.safetensors"
-    model.save(model_path)
+    # The test metrics travel in the weight file (`chexviz evaluate --dataset` shows them).
+    model.save(model_path, extra_metadata=internal_metrics_metadata(metrics))
 
     stage("scoring Grad-CAM against the test boxes, beside chance and the anatomical prior")
     boxes = load_boxes(folder / "train_boxes.csv")

@@ -9,7 +9,7 @@ from hypothesis.extra.numpy import arrays
 from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
 
 from chexviz.data.labels import CHEXPERT_LABELS, COMPETITION_LABELS
-from chexviz.training.metrics import Metrics, compute_metrics
+from chexviz.training.metrics import Metrics, compute_metrics, evaluation_targets
 
 NAN = math.nan
 LABELS = ("A", "B", "C")
@@ -200,3 +200,25 @@ def test_dicts_written_before_the_added_metrics_still_read(hand_case):
     assert np.isnan(back.binary_accuracy).all()
     assert np.isnan(back.majority_accuracy).all()
     np.testing.assert_array_equal(back.accuracy, hand_case.accuracy)
+
+
+class _Cells:
+    """A stand-in data set: raw cells, label names and the labels it does not annotate."""
+
+    def __init__(self, raw: np.ndarray, labels: tuple[str, ...], unannotated: list[str]) -> None:
+        self.raw_labels = raw
+        self.labels = labels
+        self.unannotated = unannotated
+
+
+def test_evaluation_targets_leave_unannotated_labels_out_and_blank_cells_negative() -> None:
+    raw = np.array([[1.0, np.nan, np.nan], [-1.0, 0.0, np.nan]], dtype=np.float32)
+    data = _Cells(raw, ("a", "b", "c"), unannotated=["c"])
+    negative = evaluation_targets(data)
+    assert negative is not None
+    np.testing.assert_array_equal(negative[:, :2], [[1.0, 0.0], [0.0, 0.0]])
+    assert np.isnan(negative[:, 2]).all()  # not annotated: no answer, not "negative"
+    excluded = evaluation_targets(data, uncertain="exclude")
+    assert excluded is not None
+    assert np.isnan(excluded[1, 0])
+    assert np.isnan(excluded[:, 2]).all()

@@ -356,9 +356,10 @@ def evaluation_targets(
         uncertain: ``"negative"`` or ``"exclude"`` (NaN, left out of the metrics).
 
     Returns:
-        float32 targets ``[len(dataset), L]`` in ``{0, 1}`` (NaN where excluded), in the order
-        of ``dataset``; None when the data set keeps no raw label cells, whose own targets are
-        then the only answer key there is.
+        float32 targets ``[len(dataset), L]`` in ``{0, 1}`` (NaN where excluded, and for the
+        labels a data set lists as ``unannotated``), in the order of ``dataset``; None when
+        the data set keeps no raw label cells, whose own targets are then the only answer key
+        there is.
 
     Raises:
         ValueError: If ``uncertain`` is not ``"negative"`` or ``"exclude"``.
@@ -374,4 +375,11 @@ def evaluation_targets(
     if positions is not None:
         cells = cells[np.asarray(positions, dtype=np.int64)]
     policy: PolicyName = "zeros" if uncertain == "negative" else "ignore"
-    return apply_policy(cells, tuple(labels), uncertainty=policy, blank="zeros")
+    targets = apply_policy(cells, tuple(labels), uncertainty=policy, blank="zeros")
+    # A blank cell means "not mentioned" (negative), but a label the data set does not annotate
+    # at all (NIH has no Fracture) has no answer: it stays NaN, out of the metrics.
+    unannotated = set(getattr(base, "unannotated", None) or ())
+    for j, label in enumerate(labels):
+        if label in unannotated:
+            targets[:, j] = np.nan
+    return targets
