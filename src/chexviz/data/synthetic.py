@@ -49,6 +49,7 @@ from chexviz._version import __version__
 from chexviz.data import _drawing
 from chexviz.data.boxes import BOX_COLUMNS
 from chexviz.data.chexlocalize import (
+    LOCALIZATION_LABELS,
     CheXlocalizeFormat,
     Polygon,
     cxr_id,
@@ -67,19 +68,12 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-SIGN_LABELS: tuple[str, ...] = (
-    "Enlarged Cardiomediastinum",
-    "Cardiomegaly",
-    "Lung Opacity",
-    "Lung Lesion",
-    "Edema",
-    "Consolidation",
-    "Atelectasis",
-    "Pneumothorax",
-    "Pleural Effusion",
-    "Support Devices",
-)
+SIGN_LABELS: tuple[str, ...] = LOCALIZATION_LABELS
 """The observations drawn as a visible, boxed sign on frontal images, in CSV column order.
+
+They are the 10 pathologies CheXlocalize's radiologists localise
+([`LOCALIZATION_LABELS`][chexviz.data.chexlocalize.LOCALIZATION_LABELS]), so the synthetic
+set carries ground truth for exactly the findings the real benchmark scores.
 
 The others (No Finding, Pneumonia, Pleural Other, Fracture) are labelled with their real
 frequencies but have nothing to see: a model cannot learn them from this data set.
