@@ -150,6 +150,7 @@ def main() -> None:
         )
         trainer.fit(train, val)
         probs = trainer.predict(test)  # float32, on the CPU; every rank gets all predictions
+        validation_auroc = trainer.evaluate(val).macro_auroc  # collective: every rank evaluates
         if not context.is_main:
             continue
         # The model lives on the trainer's device: its thresholds come to the host first.
@@ -167,7 +168,7 @@ def main() -> None:
                 "macro AUROC": metrics.macro_auroc,
                 "5-label AUROC": metrics.competition_auroc,
                 "macro AUROC, uncertain left out": excluded.macro_auroc,
-                "validation macro AUROC": trainer.evaluate(val).macro_auroc,
+                "validation macro AUROC": validation_auroc,
                 "macro F1 (tuned)": metrics.macro_f1,
                 **{
                     f"AUROC {label}": value

@@ -549,8 +549,9 @@ def _add_external_arguments(evaluate: argparse.ArgumentParser) -> None:
     evaluate.add_argument(
         "--split",
         default=None,
-        help="with --dataset, the official split: chexpert valid|train (default valid); mimic "
-        "train|validate|test|all (default test); nih train_val|test|all (default test)",
+        help="with --dataset, the official split: chexpert valid or train; mimic train, "
+        "validate, test or all; nih train_val, test or all (default: valid for chexpert, test "
+        "for the others)",
     )
     evaluate.add_argument(
         "--bootstrap",

@@ -31,11 +31,11 @@ from chexviz.explain.overlay import overlay_heatmap
 from chexviz.explain.report import save_study_figure, study_figure, write_html_report
 
 __all__ = [
-    "METHODS",
     "CheXlocalizeScores",
     "CheXlocalizeTuning",
     "Explanation",
     "GradCAM",
+    "METHODS",
     "anatomical_prior",
     "box_iou",
     "chance_pointing_rate",

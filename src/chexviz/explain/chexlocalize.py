@@ -182,7 +182,7 @@ def _normalise_(
     if float(top) == 0.0:
         return None
     resized.sub_(low).div_(top)
-    return resized.numpy()
+    return resized.cpu().numpy()
 
 
 def _otsu_fill(normalised: np.ndarray) -> Mask:
@@ -244,7 +244,7 @@ def _hit(resized: torch.Tensor, truth: Mask, extremes: tuple[torch.Tensor, torch
     low, high = extremes
     if bool(low == high):
         return 0.0
-    return float(truth.flat[int(np.argmax(resized.numpy()))])
+    return float(truth.flat[int(np.argmax(resized.cpu().numpy()))])
 
 
 def _iou(predicted: Mask, truth: Mask | None, true_positive_only: bool) -> tuple[float, int]:
