@@ -695,22 +695,11 @@ def _run_localize(args: argparse.Namespace) -> None:
 
 
 def _run_localize_nih(args: argparse.Namespace) -> None:
-    """Grad-CAM against NIH's boxes, beside chance and a cross-fitted anatomical prior.
-
-    NIH's boxes all lie on its test images, so no box split exists to learn a prior from
-    without scoring it on the boxes it saw. The images are split in two halves by patient;
-    each half is scored with the prior of the other half's boxes.
-    """
-    import pandas as pd
-    from torch.utils.data import Subset
-
+    """Grad-CAM against NIH's boxes, beside chance and a cross-fitted anatomical prior."""
     from chexviz.data.nih import NIHChestXray14Dataset, read_nih_boxes
-    from chexviz.data.splits import split_by_patient
     from chexviz.explain.gradcam import GradCAM
     from chexviz.explain.localization import (
-        anatomical_prior,
-        score_localization,
-        select_boxes,
+        score_localization_cross_fitted,
         summarize_localization,
     )
     from chexviz.models.classifier import MultiLabelClassifier
@@ -726,23 +715,10 @@ def _run_localize_nih(args: argparse.Namespace) -> None:
         views=None,  # boxes are drawn on PA and AP images alike
         progress=args.progress,
     )
-    wanted = set(boxes["Path"])
-    boxed = [i for i, path in enumerate(data.frame["Path"]) if path in wanted]
-    if len({data.patient_ids[i] for i in boxed}) < 2:
-        raise ValueError(
-            f"{args.nih_boxes}: the boxed images belong to fewer than two patients of "
-            f"{args.data}; the cross-fitted prior needs two"
-        )
-    halves = split_by_patient(Subset(data, boxed), (0.5, 0.5), seed=args.seed)
     cam = GradCAM(model, method=args.method)
-    scores = []
-    for fold, (scored, other) in enumerate((halves, halves[::-1])):
-        prior = anatomical_prior(select_boxes(boxes, other), model.image_size)
-        part = score_localization(
-            cam, scored, boxes, classes="true", progress=args.progress, prior=prior
-        )
-        scores.append(part.assign(fold=fold))
-    table = pd.concat(scores, ignore_index=True)
+    table = score_localization_cross_fitted(
+        cam, data, boxes, progress=args.progress, seed=args.seed
+    )
     summary = summarize_localization(table)
     args.out.mkdir(parents=True, exist_ok=True)
     table.to_csv(args.out / "localization.csv", index=False)

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Literal, Protocol, cast
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Subset
 from tqdm.auto import tqdm
 
 from chexviz._internal.arrays import as_heatmap
@@ -38,6 +38,7 @@ from chexviz._internal.datasets import unwrap_subsets
 from chexviz.data.boxes import BOX_COLUMNS, scale_boxes
 from chexviz.data.dataset import RELEASE_FOLDERS
 from chexviz.data.labels import MissingColumnsError
+from chexviz.data.splits import split_by_patient
 
 if TYPE_CHECKING:
     from chexviz.data.dataset import CheXpertDataset
@@ -54,6 +55,7 @@ __all__ = [
     "map_peak",
     "pointing_game",
     "score_localization",
+    "score_localization_cross_fitted",
     "select_boxes",
     "summarize_localization",
 ]
@@ -554,6 +556,75 @@ def score_localization(
             bar.update(len(chunk))
     frame: pd.DataFrame = pd.DataFrame(rows, columns=list(_ROW_TYPES)).astype(_ROW_TYPES)
     return frame
+
+
+def score_localization_cross_fitted(
+    cam: Explainer,
+    dataset: Dataset[tuple[torch.Tensor, torch.Tensor]],
+    boxes: pd.DataFrame,
+    *,
+    classes: Literal["positives", "true"] = "true",
+    threshold: float = 0.5,
+    batch_size: int = 16,
+    progress: bool = True,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """`score_localization` with an anatomical prior that never sees the boxes it is scored on.
+
+    For ground truth without a separate training set of boxes (NIH ChestX-ray14's all lie on
+    its test images) the prior cannot be learnt elsewhere. The boxed images are split in two
+    halves by patient; each half is scored with the
+    [`anatomical_prior`][chexviz.explain.localization.anatomical_prior] of the other half's
+    boxes. A label boxed in one half only has no prior in the other (NaN there).
+
+    Args:
+        cam: The explainer of the model to evaluate.
+        dataset: A data set with ``frame``, ``image_size`` and ``patient_ids`` (a
+            `CheXpertDataset` or `NIHChestXray14Dataset`), or a ``Subset`` of one.
+        boxes: The boxes frame, as for `score_localization`.
+        classes: What to explain, as for `score_localization` (here ``"true"`` by default).
+        threshold: Heatmap level that delimits the region for IoU.
+        batch_size: Images per Grad-CAM pass.
+        progress: Show progress bars (only on a terminal).
+        seed: Seed of the split into halves.
+
+    Returns:
+        The columns of `score_localization` (``index`` is the item of ``dataset``) and
+        ``fold`` (0 or 1, the half the finding was scored in).
+
+    Raises:
+        ValueError: If the boxed images belong to fewer than two patients, or as
+            `score_localization` does.
+    """
+    base, positions = _items(dataset)
+    keys = {_path_key(path) for path in boxes["Path"]}
+    csv_paths = base.frame["Path"].to_numpy()
+    boxed = [item for item, at in enumerate(positions) if _path_key(csv_paths[at]) in keys]
+    if len({base.patient_ids[positions[item]] for item in boxed}) < 2:
+        raise ValueError(
+            "the boxed images belong to fewer than two patients of the dataset; the "
+            "cross-fitted prior needs two"
+        )
+    # split_by_patient flattens nested Subsets: the halves index ``base`` directly.
+    item_of = {at: item for item, at in enumerate(positions)}
+    halves = split_by_patient(Subset(dataset, boxed), (0.5, 0.5), seed=seed)
+    parts = []
+    for fold, (scored, other) in enumerate((halves, halves[::-1])):
+        prior = anatomical_prior(select_boxes(boxes, other), int(base.image_size))
+        part = score_localization(
+            cam,
+            scored,
+            boxes,
+            classes=classes,
+            threshold=threshold,
+            batch_size=batch_size,
+            progress=progress,
+            prior=prior,
+        )
+        part["index"] = [item_of[scored.indices[int(i)]] for i in part["index"]]
+        parts.append(part.assign(fold=fold))
+    table: pd.DataFrame = pd.concat(parts, ignore_index=True)
+    return table
 
 
 def summarize_localization(scores: pd.DataFrame) -> pd.DataFrame:
