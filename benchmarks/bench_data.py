@@ -55,19 +55,19 @@ def _xrv_dataset(release: Path, size: int) -> Dataset[Any]:
     )
 
 
-def _images(batch: Any) -> torch.Tensor:
+def batch_images(batch: Any) -> torch.Tensor:
     images = batch["img"] if isinstance(batch, dict) else batch[0]
     assert isinstance(images, torch.Tensor)
     return images
 
 
-def _epoch(loader: Iterable[Any], min_seconds: float) -> float:
+def pass_rate(loader: Iterable[Any], min_seconds: float) -> float:
     """Runs whole passes until ``min_seconds`` have elapsed; returns images per second."""
     count = 0
     start = time.perf_counter()
     while True:
         for batch in loader:
-            count += _images(batch).shape[0]
+            count += batch_images(batch).shape[0]
         elapsed = time.perf_counter() - start
         if elapsed >= min_seconds:
             return count / elapsed
@@ -112,13 +112,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 persistent_workers=workers > 0,
                 generator=torch.Generator().manual_seed(0),
             )
-            _epoch(loader, 0.0)  # warm-up: starts workers, fills the page cache
+            pass_rate(loader, 0.0)  # warm-up: starts workers, fills the page cache
             loaders[(name, workers)] = loader
 
     rates: dict[tuple[str, int], list[float]] = {key: [] for key in loaders}
     for repeat in range(args.repeats):
         for key, loader in loaders.items():
-            rates[key].append(_epoch(loader, args.min_seconds))
+            rates[key].append(pass_rate(loader, args.min_seconds))
             logger.info("repeat %d %s workers=%d: %.0f img/s", repeat, *key, rates[key][-1])
 
     medians = {key: statistics.median(values) for key, values in rates.items()}

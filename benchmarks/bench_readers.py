@@ -26,13 +26,14 @@ import platform
 import statistics
 import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from bench_data import pass_rate  # the same timing loop as the CheXpert data benchmark
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
@@ -74,24 +75,6 @@ def _xrv(kind: str, root: Path, size: int) -> Dataset[Any] | str:
         unique_patients=False,
         transform=transform,
     )
-
-
-def _images(batch: Any) -> torch.Tensor:
-    images = batch["img"] if isinstance(batch, dict) else batch[0]
-    assert isinstance(images, torch.Tensor)
-    return images
-
-
-def _pass_rate(loader: Iterable[Any], min_seconds: float) -> float:
-    """Runs whole passes until ``min_seconds`` have elapsed; returns images per second."""
-    count = 0
-    start = time.perf_counter()
-    while True:
-        for batch in loader:
-            count += _images(batch).shape[0]
-        elapsed = time.perf_counter() - start
-        if elapsed >= min_seconds:
-            return count / elapsed
 
 
 def _round_robin(cases: dict[str, Callable[[], float]], repeats: int) -> dict[str, list[float]]:
@@ -143,7 +126,7 @@ def _readers(args: argparse.Namespace, work: Path) -> tuple[list[dict[str, Any]]
         for name, data in datasets.items()
     }
     cases = {
-        name: (lambda loader=loader: _pass_rate(loader, args.min_seconds))
+        name: (lambda loader=loader: pass_rate(loader, args.min_seconds))
         for name, loader in loaders.items()
     }
     rates = _round_robin(cases, args.repeats)
