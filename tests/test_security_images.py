@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import os
 import pickle
+import re
 import struct
 import zlib
 from collections.abc import Callable
@@ -63,6 +64,11 @@ def _jpeg_claiming(width: int, height: int) -> bytes:
     return bytes(data)
 
 
+def _garbage_scan(jpeg: bytes, seed: int) -> bytes:
+    """``jpeg`` with its scan data, from byte 400 on, replaced by 2,000 seeded random bytes."""
+    return jpeg[:400] + np.random.default_rng(seed).bytes(2000)
+
+
 def _hostile_files() -> dict[str, bytes]:
     jpeg = _encoded(_noise(), "JPEG", quality=90)
     png = _encoded(_noise(), "PNG")
@@ -75,7 +81,11 @@ def _hostile_files() -> dict[str, bytes]:
         "text.jpg": b"Patient data, not an image\n",
         "jpeg-header-only.jpg": jpeg[:200],
         "jpeg-half.jpg": jpeg[: len(jpeg) // 2],
-        "jpeg-garbage-scan.jpg": jpeg[:400] + os.urandom(2000),
+        # libjpeg fails on this garbage ...
+        "jpeg-garbage-scan.jpg": _garbage_scan(jpeg, seed=0),
+        # ... and decodes this one (with warnings Pillow discards) into grey blocks.
+        "jpeg-garbage-scan-libjpeg-decodes.jpg": _garbage_scan(jpeg, seed=1),
+        "jpeg-stray-restart-marker-in-scan.jpg": jpeg[:600] + b"\xff\xd0" + jpeg[602:],
         "png-half.png": png[: len(png) // 2],
         "png-corrupt-data.png": bytes(corrupt_png),
         "png-bad-header-crc.png": bytes(bad_crc),
@@ -102,6 +112,32 @@ def test_hostile_file_is_refused_naming_it(tmp_path: Path, name: str) -> None:
         load_image(path, size=SIZE)
     assert info.value.path == path
     assert str(info.value).startswith(f"{path}: ")
+
+
+def test_corrupt_scans_are_refused_even_where_pillow_decodes_them(tmp_path: Path) -> None:
+    # Pillow alone reads these two files without an error or a warning, so only chexviz's own
+    # check of the JPEG stream refuses them (test_hostile_file_is_refused_naming_it).
+    for name in ("jpeg-garbage-scan-libjpeg-decodes.jpg", "jpeg-stray-restart-marker-in-scan.jpg"):
+        path = tmp_path / name
+        path.write_bytes(HOSTILE[name])
+        with Image.open(path) as image:
+            image.load()
+        refusal = rf"^{re.escape(str(path))}: (corrupt|truncated) JPEG"
+        with pytest.raises(ImageDecodeError, match=refusal):
+            load_image(path, size=SIZE)
+    path = tmp_path / "jpeg-garbage-scan.jpg"
+    path.write_bytes(HOSTILE["jpeg-garbage-scan.jpg"])
+    with pytest.raises(OSError, match="broken data stream"), Image.open(path) as image:
+        image.load()
+
+
+@pytest.mark.parametrize("options", [{}, {"progressive": True}, {"restart_marker_blocks": 2}])
+def test_valid_jpeg_streams_pass_the_check(tmp_path: Path, options: dict[str, object]) -> None:
+    path = tmp_path / "x.jpg"
+    _noise(64, 48).convert("RGB").save(path, quality=90, comment="c", **options)
+    expected = load_image(Image.open(path), size=SIZE)
+    path.write_bytes(path.read_bytes() + b"bytes after the end-of-image marker")
+    np.testing.assert_array_equal(load_image(path, size=SIZE), expected)
 
 
 @pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")

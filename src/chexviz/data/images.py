@@ -36,6 +36,9 @@ _DICOM_SUFFIXES = frozenset({".dcm", ".dicom"})
 # Files with these endings are never DICOM, so they are opened without peeking at the preamble.
 _PIL_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".gif", ".webp"})
 _DICOM_MAGIC_OFFSET = 128
+# JPEG markers (ITU-T T.81, table B.1) that carry no length field: TEM, RST0-7, SOI, EOI.
+_JPEG_STANDALONE = frozenset({0x01, *range(0xD0, 0xD8), 0xD8, 0xD9})
+_JPEG_SOS, _JPEG_EOI, _JPEG_DRI = 0xDA, 0xD9, 0xDD
 
 
 class ImageDecodeError(ValueError):
@@ -88,6 +91,8 @@ def load_image(source: ImageSource, *, size: int, in_channels: int = 1) -> npt.N
             grey = _dicom_to_grey(path, size)
         else:
             with _open(path) as image:
+                if image.format == "JPEG":
+                    _check_jpeg_stream(path)
                 grey = _decode(image, path, size)
     if in_channels == 3:
         return np.repeat(grey[:, :, None], 3, axis=2)
@@ -195,6 +200,72 @@ def _open(path: Path) -> Image.Image:
     except (OSError, ValueError) as error:
         # ValueError: a name the OS cannot take, such as one with a NUL character.
         raise ImageDecodeError(path, f"cannot open image ({error})") from error
+
+
+def _check_jpeg_stream(path: Path) -> None:
+    """Refuses a JPEG whose marker structure is broken, which libjpeg would decode anyway.
+
+    libjpeg only warns about corrupt scan data (a stray marker inside the entropy-coded data,
+    bytes missing before the end-of-image marker) and fills what it cannot decode with grey;
+    Pillow discards those warnings, so such a file would otherwise load as a wrong picture
+    without a word. This walks the segments as T.81 annex B lays them out: every marker must
+    be a defined one; the entropy-coded data after each start-of-scan may hold ``0xFF`` only as
+    a stuffed ``0xFF00``, as fill before the next marker, or as restart markers, and those only
+    where a restart interval is defined and in their cyclic order; the stream must reach its
+    end-of-image marker (bytes after it are ignored, as decoders do).
+    """
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise ImageDecodeError(path, f"cannot read image ({error})") from error
+    position = 2  # after SOI, which Image.open has already checked
+    restarts = False
+    while True:
+        while position + 1 < len(data) and data[position] == data[position + 1] == 0xFF:
+            position += 1  # fill bytes before a marker
+        if position + 1 >= len(data):
+            raise ImageDecodeError(path, "truncated JPEG: it ends before its end-of-image marker")
+        marker = data[position + 1]
+        if data[position] != 0xFF:
+            raise ImageDecodeError(path, f"corrupt JPEG data: no marker at byte {position}")
+        if marker == _JPEG_EOI:
+            return
+        if marker == 0x00 or 0x02 <= marker <= 0xBF or marker in (0xD8, *range(0xD0, 0xD8)):
+            raise ImageDecodeError(
+                path, f"corrupt JPEG data: unexpected marker 0xFF{marker:02X} at byte {position}"
+            )
+        position += 2
+        if marker in _JPEG_STANDALONE:
+            continue
+        length = int.from_bytes(data[position : position + 2], "big")
+        if marker == _JPEG_DRI:
+            restarts = int.from_bytes(data[position + 2 : position + 4], "big") > 0
+        position += length
+        if marker == _JPEG_SOS:
+            position = _end_of_scan(data, position, path, restarts=restarts)
+
+
+def _end_of_scan(data: bytes, position: int, path: Path, *, restarts: bool) -> int:
+    """Where the entropy-coded data starting at ``position`` ends: at its first real marker."""
+    expected = 0xD0
+    while True:
+        position = data.find(b"\xff", position)
+        if position < 0 or position + 1 >= len(data):
+            return len(data)
+        following = data[position + 1]
+        if following == 0x00:
+            position += 2  # a stuffed 0xFF data byte
+        elif 0xD0 <= following <= 0xD7:
+            if not restarts or following != expected:
+                raise ImageDecodeError(
+                    path,
+                    f"corrupt JPEG data: unexpected restart marker 0xFF{following:02X} at byte "
+                    f"{position}",
+                )
+            expected = 0xD0 + (expected - 0xD0 + 1) % 8
+            position += 2
+        else:
+            return position
 
 
 def _decode(image: Image.Image, path: Path | None, size: int) -> npt.NDArray[np.uint8]:
