@@ -571,3 +571,43 @@ def test_datasets_without_raw_labels_are_scored_on_their_targets():
     np.testing.assert_array_equal(metrics.support, [12, 12, 9])  # its nan targets are ignored
     with pytest.raises(ValueError, match="uncertain='exclude' needs the raw label cells"):
         trainer.evaluate(VAL, uncertain="exclude")
+
+
+def _sgd_run_after_a_skipped_first_step(optimizer_of, steps=4):
+    """Parameters after each of ``steps`` scaler steps, the first of which sees inf gradients."""
+    weight = torch.nn.Parameter(torch.ones(3))
+    optimizer = optimizer_of([weight])
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**16)
+    after = []
+    for step in range(steps):
+        optimizer.zero_grad(set_to_none=True)
+        loss = (weight * torch.tensor([1.0, -2.0, 0.5])).sum()
+        if step == 0:
+            loss = loss * math.inf  # the overflow that makes the scaler skip the step
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        after.append(weight.detach().clone())
+    assert torch.equal(after[0], torch.ones(3))  # skipped
+    return torch.stack(after)
+
+
+def test_sgd_is_not_fused_under_the_fp16_gradient_scaler():
+    trainer = _trainer(optimizer="sgd")
+    # What Trainer sees on a GPU with amp="fp16" (or amp="auto" before Ampere).
+    trainer._cuda, trainer.amp_dtype = True, torch.float16
+    built = trainer._build_optimizer("sgd", 0.0)
+    assert not built.defaults["fused"]
+    assert trainer._build_optimizer("adam", 0.0).defaults["fused"]  # Adam zero-fills its state
+    trainer.amp_dtype = torch.bfloat16  # no scaler: fused SGD stays
+    assert trainer._build_optimizer("sgd", 0.0).defaults["fused"]
+
+    def as_built(params):
+        return torch.optim.SGD(params, lr=0.1, momentum=0.9, fused=built.defaults["fused"])
+
+    def plain(params):
+        return torch.optim.SGD(params, lr=0.1, momentum=0.9)
+
+    assert torch.equal(
+        _sgd_run_after_a_skipped_first_step(as_built), _sgd_run_after_a_skipped_first_step(plain)
+    )
