@@ -154,3 +154,37 @@ def test_two_processes_train_like_one_without_batchnorm(runs):
     np.testing.assert_allclose(
         _floats(first["evaluate"]["auroc"]), _floats(second["evaluate"]["auroc"]), atol=1e-6
     )
+
+
+@pytest.mark.parametrize(
+    ("visible", "local_world_size", "environ", "backend"),
+    [
+        (4, 4, {}, "nccl"),  # torchrun: every process sees every GPU
+        (2, 4, {}, "gloo"),  # more processes than GPUs
+        (1, 4, {"CUDA_VISIBLE_DEVICES": "2"}, "nccl"),  # the launcher gave each process a GPU
+        (1, 4, {}, "gloo"),  # four processes on a one-GPU machine
+        (1, 4, {"CUDA_VISIBLE_DEVICES": "0", "CHEXVIZ_SHARED_GPUS": "1"}, "gloo"),  # said so
+        (4, 4, {"CHEXVIZ_SHARED_GPUS": "1"}, "gloo"),
+    ],
+)
+def test_backend_follows_the_gpus_each_process_sees(
+    monkeypatch, visible, local_world_size, environ, backend
+):
+    from chexviz.training import distributed
+
+    for name in ("CUDA_VISIBLE_DEVICES", "CHEXVIZ_SHARED_GPUS"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: visible)
+    monkeypatch.setattr(distributed.dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(distributed.atexit, "register", lambda function: None)
+    joined = {}
+    monkeypatch.setattr(
+        distributed.dist, "init_process_group", lambda **options: joined.update(options)
+    )
+    context = DistributedContext(rank=1, world_size=8, local_rank=1, local_world_size=4)
+    distributed.setup(context, torch.device("cuda", 0))
+    assert joined["backend"] == backend
+    assert ("device_id" in joined) == (backend == "nccl")

@@ -159,7 +159,20 @@ def resolve_device(
 
 
 def _shares_gpus(context: DistributedContext) -> bool:
-    return context.local_world_size > torch.cuda.device_count()
+    """Whether this machine's processes train on fewer GPUs than there are processes.
+
+    Decided from the GPUs this process can see. Processes that each see every GPU (torchrun's
+    default) take GPU ``LOCAL_RANK % count``, and share one when there are more of them than
+    GPUs. A process that sees exactly one GPU while ``CUDA_VISIBLE_DEVICES`` is set was given
+    that GPU by its launcher (one per process), so it shares it with no one: NCCL. Launchers
+    that hand several processes the same GPU that way say so with ``CHEXVIZ_SHARED_GPUS=1``.
+    """
+    if os.environ.get("CHEXVIZ_SHARED_GPUS") == "1":
+        return True
+    visible = torch.cuda.device_count()
+    if visible == 1 and os.environ.get("CUDA_VISIBLE_DEVICES", "").strip():
+        return False
+    return context.local_world_size > visible
 
 
 def _destroy() -> None:
@@ -197,7 +210,7 @@ def setup(context: DistributedContext, device: torch.device) -> None:
     if shared:
         logger.warning(
             "%d processes share %d GPU(s) on this machine; using the gloo backend (slow, for "
-            "testing the multi-process path)",
+            "testing the multi-process path; CHEXVIZ_SHARED_GPUS=1 asks for it)",
             context.local_world_size,
             torch.cuda.device_count(),
         )
