@@ -29,6 +29,8 @@ REFERENCE_SPLIT: tuple[int, int, int] = (30_000, 5_000, 5_000)
 T = TypeVar("T", covariant=True)
 
 _TOLERANCE = 1e-9
+# Placements the exact search of split_by_patient may try before it keeps the greedy split.
+_SEARCH_STEPS = 1_000_000
 
 
 class PatientDataset(Protocol[T]):
@@ -100,11 +102,13 @@ def split_by_patient(
     probability proportional to how far that split is below its target (so large patients are
     spread over the splits like the targets, not all put in the largest), or, when it fits in
     none, to the one it overshoots least. The many small patients of a chest X-ray data
-    set then fill the gaps the large ones leave, so **image counts are exact** whenever the
-    patients allow it, and heavy-tailed data (an NIH patient with over a hundred follow-up
-    images) still gets every split a fair share instead of an error. The result says how close
-    it came (``targets``, ``sizes``, ``deviations``, ``summary()``), and a warning is logged
-    when a split misses its target.
+    set then fill the gaps the large ones leave. When that pass misses a target, a depth-first
+    search over the patients looks for an exact split, so **image counts are exact whenever
+    whole patients can add up to them** (the search is capped at a million placements, far
+    beyond what it needs on small or one-image-rich data sets), and heavy-tailed data (an NIH
+    patient with over a hundred follow-up images) still gets every split a fair share instead
+    of an error. The result says how close it came (``targets``, ``sizes``, ``deviations``,
+    ``summary()``), and a warning is logged when a split misses its target.
 
     Sizes are either all fractions of the images (floats in ``(0, 1]``, summing to at most 1)
     or all image counts (ints, summing to at most ``len(dataset)``):
@@ -160,6 +164,13 @@ def split_by_patient(
     rest = len(indices) - sum(targets)
     bins = np.asarray([*targets, rest] if rest > 0 or limits else targets, dtype=np.int64)
     assignment = _assign(order, counts, bins, rng, limits=limits, splits=len(targets))
+    placed = assignment >= 0
+    reached = np.bincount(assignment[placed], weights=counts[placed], minlength=len(targets))
+    # The bins add up to the images unless rounded fractions overshoot them (then none is exact).
+    if not np.array_equal(reached, targets) and int(bins.sum()) == len(indices):
+        exact = _exact(order, counts, bins, rng)
+        if exact is not None:
+            assignment = np.where(exact < len(targets), exact, -1)
     for split in range(len(targets)):
         if not (assignment == split).any():
             _fill_empty(assignment, counts, bins, split, limits=limits, splits=len(targets))
@@ -217,6 +228,70 @@ def _assign(
         deficit[chosen] -= size
     assignment[assignment >= splits] = -1
     return assignment
+
+
+def _exact(
+    order: npt.NDArray[np.int64],
+    counts: npt.NDArray[np.int64],
+    bins: npt.NDArray[np.int64],
+    rng: np.random.Generator,
+) -> npt.NDArray[np.int64] | None:
+    """An assignment that fills every bin exactly, or None when there is none.
+
+    A depth-first search over the patients, largest first: each goes to a bin it fits in,
+    tried in a random order weighted by how far each bin is below its target (as `_assign`
+    draws), so the seed picks among the exact splits. Dead ends are remembered by the patient
+    and the bins' remaining room, a bin with the same room as one already tried is not tried
+    again (the two are interchangeable), and once only one-image patients remain every
+    remaining room can be filled. The bins add up to the number of images, so a full
+    assignment is exact. The search gives up (None) after ``_SEARCH_STEPS`` placements.
+    """
+    sizes = counts[order]
+    # Patients are sorted largest first, so the one-image patients are the tail.
+    singles_from = int(np.searchsorted(-sizes, -1, side="left"))
+    room = [int(value) for value in bins]
+    chosen = np.full(len(order), -1, dtype=np.int64)
+    candidates: list[list[int]] = []
+    dead_ends: set[tuple[int, tuple[int, ...]]] = set()
+    position, steps = 0, 0
+    while position >= 0:
+        if position == singles_from:
+            fill = np.repeat(np.arange(len(room)), room)
+            chosen[singles_from:] = rng.permutation(fill)
+            assignment = np.empty(len(order), dtype=np.int64)
+            assignment[order] = chosen
+            return assignment
+        size = int(sizes[position])
+        if len(candidates) == position:  # a new node
+            candidates.append(_bins_to_try(room, size, rng, (position, tuple(room)) in dead_ends))
+        else:  # back from a dead end below: undo this patient's placement
+            room[int(chosen[position])] += size
+        if candidates[position]:
+            target = candidates[position].pop()
+            chosen[position] = target
+            room[target] -= size
+            position += 1
+            steps += 1
+            if steps > _SEARCH_STEPS:
+                return None
+        else:
+            dead_ends.add((position, tuple(room)))
+            candidates.pop()
+            position -= 1
+    return None
+
+
+def _bins_to_try(room: list[int], size: int, rng: np.random.Generator, dead: bool) -> list[int]:
+    """Bins a patient of ``size`` images may go to, the first to try last (for ``pop``)."""
+    if dead:
+        return []
+    fitting = [b for b in range(len(room)) if room[b] >= size]
+    distinct = [b for i, b in enumerate(fitting) if room[b] not in [room[f] for f in fitting[:i]]]
+    if not distinct:
+        return []
+    weights = np.asarray([room[b] for b in distinct], dtype=np.float64)
+    drawn = rng.choice(len(distinct), size=len(distinct), replace=False, p=weights / weights.sum())
+    return [distinct[int(i)] for i in drawn[::-1]]
 
 
 def _fill_empty(
