@@ -479,7 +479,8 @@ def _reasons(boxes: pd.DataFrame, labels: tuple[str, ...]) -> pd.Series:
         raise MissingColumnsError(["label"], "the boxes frame")
     label = boxes["label"].fillna("").astype(str).str.strip()
     reasons = np.where(label == "", _NO_LABEL, np.where(label.isin(labels), "", _NOT_OUTPUT))
-    return pd.Series(reasons, index=boxes.index, dtype=str)
+    out: pd.Series = pd.Series(reasons, index=boxes.index, dtype=str)
+    return out
 
 
 def _scorable(boxes: pd.DataFrame, labels: tuple[str, ...] | None) -> pd.DataFrame:
