@@ -99,9 +99,8 @@ def main() -> None:
         summary[name] = result.to_dict()
 
     # 3. Where does it look? Grad-CAM against NIH's boxes, beside a random point's hit rate.
-    boxes = read_nih_boxes(
-        nih_root / "BBox_List_2017.csv", image_size=(1024, 1024) if args.nih else (256, 256)
-    )
+    # Drawn on 1024x1024 (the release's and the synthetic set's), scaled to each image's size.
+    boxes = read_nih_boxes(nih_root / "BBox_List_2017.csv", root=nih_root)
     scores = score_localization(GradCAM(model), nih, boxes, classes="true", progress=False)
     table = summarize_localization(scores)
     table.to_csv(out / "nih_localization.csv")

@@ -12,8 +12,10 @@ import torch
 
 from chexviz.cli import main
 from chexviz.data.labels import CHEXPERT_LABELS
+from chexviz.data.nih import read_nih_boxes
 from chexviz.data.synthetic import make_synthetic_chexpert
 from chexviz.data.synthetic_external import make_synthetic_mimic, make_synthetic_nih
+from chexviz.explain.localization import chance_pointing_rate
 from chexviz.models.classifier import MultiLabelClassifier
 from chexviz.training.external import internal_metrics_metadata
 from chexviz.training.metrics import compute_metrics
@@ -132,14 +134,28 @@ def test_localize_scores_gradcam_on_nih_boxes_beside_chance_and_a_cross_fitted_p
     folders: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     nih = folders["nih"]
+    # The default frame, 1024: the synthetic boxes are drawn on it, as NIH's are, and each is
+    # scaled to its 64-pixel image read from the file.
     code = main(
         [
             "localize", "--model", str(folders["model"]), "--data", str(nih),
-            "--nih-boxes", str(nih / "BBox_List_2017.csv"), "--nih-image-size", "64",
+            "--nih-boxes", str(nih / "BBox_List_2017.csv"),
             "--out", str(tmp_path / "loc"), "--no-progress",
         ]
     )  # fmt: skip
-    assert code == 0, capsys.readouterr().err
+    printed = capsys.readouterr()
+    assert code == 0, printed.err
+    assert "4 boxes drawn on 1024x1024 images, scaled to the images' own sizes: 64x64" in (
+        printed.out
+    )
+    assert "left out 1 of 4 boxes (no CheXpert counterpart): Infiltration 1" in printed.out
+    # Each finding's chance is the share of the model's 32x32 image its box covers there.
+    boxes = read_nih_boxes(nih / "BBox_List_2017.csv", root=nih)
+    scored = pd.read_csv(tmp_path / "loc" / "localization.csv")
+    assert len(scored) == 3
+    for row in scored.itertuples():
+        box = boxes[(boxes["Path"] == row.Path) & (boxes["label"] == row.label)]
+        assert row.chance == pytest.approx(chance_pointing_rate(box, 32)), row.Path
     summary = pd.read_csv(tmp_path / "loc" / "localization_summary.csv", index_col=0)
     overall = summary.loc["overall"]
     assert overall["findings"] > 0
@@ -150,4 +166,4 @@ def test_localize_scores_gradcam_on_nih_boxes_beside_chance_and_a_cross_fitted_p
         assert summary[column].dropna().between(0.0, 1.0).all(), column
     scores = pd.read_csv(tmp_path / "loc" / "localization.csv")
     assert set(scores["fold"]) == {0, 1}  # each half scored with the other half's prior
-    assert "prior_hit_rate" in capsys.readouterr().out
+    assert "prior_hit_rate" in printed.out

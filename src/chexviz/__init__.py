@@ -49,6 +49,7 @@ from chexviz.explain.localization import (
     score_localization,
     select_boxes,
     summarize_localization,
+    unscored_boxes,
 )
 from chexviz.explain.overlay import overlay_heatmap
 from chexviz.explain.report import save_study_figure, study_figure, write_html_report
@@ -144,6 +145,7 @@ __all__ = [
     "to_tensor",
     "tune_chexlocalize",
     "tune_thresholds",
+    "unscored_boxes",
     "validate_externally",
     "write_chexlocalize",
     "write_html_report",

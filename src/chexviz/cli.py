@@ -341,7 +341,9 @@ def _parser() -> argparse.ArgumentParser:
         "--nih-image-size",
         type=int,
         default=1024,
-        help="with --nih-boxes, the side of the PNGs the boxes are drawn on (the release's: 1024)",
+        help="with --nih-boxes, the side of the images the boxes were drawn on: the release's "
+        "1024-pixel PNGs, also for a downsampled copy (each box is scaled to its image's own "
+        "size, read from the file)",
     )
     localize.add_argument("--out", type=Path, required=True, help="output folder")
     localize.add_argument(
@@ -701,12 +703,22 @@ def _run_localize_nih(args: argparse.Namespace) -> None:
     from chexviz.explain.localization import (
         score_localization_cross_fitted,
         summarize_localization,
+        unscored_boxes,
     )
     from chexviz.models.classifier import MultiLabelClassifier
 
     model = MultiLabelClassifier.load(args.model)
     side = args.nih_image_size
-    boxes = read_nih_boxes(args.nih_boxes, image_size=(side, side))
+    boxes = read_nih_boxes(args.nih_boxes, drawn_on=(side, side), root=args.data)
+    sizes = boxes[["width", "height"]].value_counts()
+    print(
+        f"{len(boxes)} boxes drawn on {side}x{side} images, scaled to the images' own sizes: "
+        + ", ".join(f"{w}x{h} ({n} boxes)" for (w, h), n in sizes.items())
+    )
+    left = unscored_boxes(boxes, model.labels)
+    for reason, rows in left.groupby("reason", sort=False):
+        counts = ", ".join(f"{name} {n}" for name, n in rows["nih_label"].value_counts().items())
+        print(f"left out {len(rows)} of {len(boxes)} boxes ({reason}): {counts}")
     data = NIHChestXray14Dataset(
         args.data,
         labels=model.labels,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+from PIL import Image, ImageDraw
 from pycocotools import mask as coco_mask
 from scipy import ndimage
 
@@ -355,14 +357,14 @@ def _cases() -> list[tuple[str, Any, str]]:
         ),
         ("counts type", {CXR: {**entry, "Edema": {"size": [6, 5], "counts": 7}}}, "got int"),
         (
-            "polygon outside",
-            {CXR: {"img_size": [20, 30], "Edema": [[[1, 1], [31, 2], [5, 5]]]}},
-            r"'Edema', polygon 0, vertex 1: \[31, 2\] lies outside the image",
+            "vertex far outside",
+            {CXR: {"img_size": [20, 30], "Edema": [[[1, 1], [3e7, 2], [5, 5]]]}},
+            r"'Edema', polygon 0, vertex 1: \[3e\+07, 2\] is not a pixel coordinate",
         ),
         (
-            "negative vertex",
-            {CXR: {"img_size": [20, 30], "Edema": [[[1, -0.5], [3, 2]]]}},
-            "lies outside the image",
+            "negative vertex far outside",
+            {CXR: {"img_size": [20, 30], "Edema": [[[1, -1e30], [3, 2]]]}},
+            "is not a pixel coordinate",
         ),
         (
             "one vertex",
@@ -434,8 +436,49 @@ def test_decode_mask_refuses_rles_pycocotools_would_misread() -> None:
         decode_mask({"size": [10, 10], "counts": _coco(np.ones((1, 1), dtype=bool))["counts"]})
     with pytest.raises(ValueError, match="ends in the middle of a run"):
         decode_mask({"size": [1, 1], "counts": "o"})
-    with pytest.raises(ValueError, match="outside the image"):
-        polygons_to_mask([[[0, 0], [5, 0]]], (3, 4))
+    with pytest.raises(ValueError, match="not a pixel coordinate"):
+        polygons_to_mask([[[0, 0], [2**25, 0]]], (3, 4))
+
+
+def _reference_create_mask(polygons: list[Any], img_dims: list[int]) -> np.ndarray:
+    """annotation_to_segmentation.py's create_mask, written out: PIL, no check of vertices."""
+    poly = Image.new("1", (img_dims[1], img_dims[0]))
+    for polygon in polygons:
+        coords = [(point[0], point[1]) for point in polygon]
+        ImageDraw.Draw(poly).polygon(coords, outline=1, fill=1)
+    return np.array(poly, dtype="int")
+
+
+def test_polygons_reaching_outside_the_image_are_drawn_clipped_as_the_reference(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    size = [20, 30]  # height, width
+    polygons = {
+        "Edema": [[[-5, -4], [12, -3], [14, 9], [-2, 11]]],  # over the top-left corner
+        "Cardiomegaly": [[[25, 15], [34.5, 16], [33, 26], [22, 24.5]], [[2, 2], [6, 2], [4, 6]]],
+        "Atelectasis": [[[31, 1], [40, 1], [40, 9]]],  # wholly to the right of the image
+        "Pneumothorax": [[[30, 5], [30, 15]]],  # along the edge x = width: no pixel
+    }
+    path = tmp_path / "gt_annotations_val.json"
+    path.write_text(json.dumps({CXR: {"img_size": size, **polygons}}))
+    with caplog.at_level(logging.WARNING):
+        truth = read_chexlocalize(path)
+    assert "3 polygons reach outside their image" in caplog.text  # the edge one does not
+    assert "'Edema', polygon 0" in caplog.text
+    for label, shapes in polygons.items():
+        expected = _reference_create_mask(shapes, size).astype(bool)
+        np.testing.assert_array_equal(truth[CXR][label], expected, err_msg=label)
+        assert truth.is_empty(CXR, label) == (not expected.any()), label
+    assert truth[CXR]["Edema"].any()
+    assert not truth[CXR]["Atelectasis"].any()
+    assert not truth[CXR]["Pneumothorax"].any()
+    # Clipping is drawing on a larger canvas and cutting the image out of it.
+    pad = 12
+    shifted = [[[x + pad, y + pad] for x, y in polygon] for polygon in polygons["Cardiomegaly"]]
+    canvas = polygons_to_mask(shifted, (size[0] + 2 * pad, size[1] + 2 * pad))
+    np.testing.assert_array_equal(
+        truth[CXR]["Cardiomegaly"], canvas[pad : pad + size[0], pad : pad + size[1]]
+    )
 
 
 # -- fuzz: any file either reads or fails with a ValueError naming it ----------------------------

@@ -283,28 +283,80 @@ def test_patient_split_on_heavy_tailed_follow_ups(synthetic: Path) -> None:
     assert sum(splits.sizes) == len(data)
 
 
-def test_boxes_in_the_ground_truth_format(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+# The real BBox_List_2017.csv: one header name spans x, y, w, h, then three empty header
+# cells; rows hold six cells (some copies end them with the three empty cells too).
+BOX_HEADER = "Image Index,Finding Label,Bbox [x,y,w,h],,,"
+# One box of each of the eight boxed findings, as the release spells them.
+BOX_ROWS = [
+    "00000003_000.png,Mass,100.5,200.25,50,60",
+    "00000003_000.png,Nodule,10,20,30,40",
+    "00000001_002.png,Effusion,700,500,300,400,,,",
+    "00000003_000.png,Infiltrate,1,2,3,4",
+    "00000001_000.png,Atelectasis,225.084745762712,547.019216763771,86.7796610169491,79.18",
+    "00000001_001.png,Cardiomegaly,300,400,500,300",
+    "00000002_000.png,Pneumonia,600,100,200,300",
+    "00000004_000.png,Pneumothorax,0,0,1024,1024",
+]
+
+
+def test_every_box_is_read_with_its_finding_and_chexpert_label(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     path = tmp_path / "BBox_List_2017.csv"
-    # As released: one header name spans x, y, w, h, then three empty header cells.
-    path.write_text(
-        "Image Index,Finding Label,Bbox [x,y,w,h],,,\n"
-        "00000003_000.png,Mass,100.5,200.25,50,60\n"
-        "00000003_000.png,Nodule,10,20,30,40\n"
-        "00000001_002.png,Effusion,700,500,300,400\n"
-        "00000003_000.png,Infiltrate,1,2,3,4\n"
-    )
-    with caplog.at_level(logging.WARNING):
+    path.write_text(BOX_HEADER + "\n" + "\n".join(BOX_ROWS) + "\n")
+    with caplog.at_level(logging.INFO):
         boxes = read_nih_boxes(path)
-    assert "left out 1 boxes" in caplog.text
-    assert "Infiltration" in caplog.text
+    assert len(boxes) == len(BOX_ROWS)  # the Infiltrate box too
+    assert "1 of 8 boxes are of findings with no CheXpert counterpart" in caplog.text
     assert list(boxes.columns) == [*BOX_COLUMNS, "nih_label"]
-    assert boxes["label"].tolist() == ["Lung Lesion", "Lung Lesion", "Pleural Effusion"]
-    assert boxes["nih_label"].tolist() == ["Mass", "Nodule", "Effusion"]
+    assert boxes["nih_label"].tolist() == [
+        "Mass", "Nodule", "Effusion", "Infiltration", "Atelectasis", "Cardiomegaly",
+        "Pneumonia", "Pneumothorax",
+    ]  # fmt: skip
+    assert boxes["label"].tolist() == [
+        "Lung Lesion", "Lung Lesion", "Pleural Effusion", "", "Atelectasis", "Cardiomegaly",
+        "Pneumonia", "Pneumothorax",
+    ]  # fmt: skip
     first = boxes.iloc[0]
     assert (first["x0"], first["y0"], first["x1"], first["y1"]) == (100.5, 200.25, 150.5, 260.25)
-    assert (first["width"], first["height"]) == (1024, 1024)
-    scaled = scale_boxes(boxes, 128)
+    assert (boxes["width"] == 1024).all()
+    assert (boxes["height"] == 1024).all()
+    scaled = scale_boxes(boxes[boxes["label"] != ""], 128)
     assert scaled["x1"].iloc[2] == pytest.approx(1000 / 8)
+
+
+def test_boxes_are_scaled_to_each_image_files_size(tmp_path: Path) -> None:
+    # A downsampled copy of the release: 12-pixel PNGs (one 256x128), boxes drawn on 1024.
+    _write(tmp_path, ROWS)
+    side = 12
+    Image.new("L", (256, 128)).save(tmp_path / "images" / "00000001_002.png")
+    path = tmp_path / "BBox_List_2017.csv"
+    path.write_text(BOX_HEADER + "\n" + "\n".join(BOX_ROWS) + "\n")
+    boxes = read_nih_boxes(path, root=tmp_path).set_index("nih_label")
+    mass = boxes.loc["Mass"]
+    assert (mass["width"], mass["height"]) == (side, side)
+    assert (mass["x0"], mass["y0"], mass["x1"], mass["y1"]) == pytest.approx(
+        (100.5 * side / 1024, 200.25 * side / 1024, 150.5 * side / 1024, 260.25 * side / 1024)
+    )
+    effusion = boxes.loc["Effusion"]
+    assert (effusion["width"], effusion["height"]) == (256, 128)
+    assert (effusion["x0"], effusion["y0"], effusion["x1"], effusion["y1"]) == (
+        175.0, 62.5, 250.0, 112.5
+    )  # fmt: skip
+    # Boxes drawn on another frame are read with drawn_on=.
+    small = tmp_path / "small.csv"
+    small.write_text(BOX_HEADER + "\n00000002_000.png,Pneumonia,2,2,4,4\n")
+    box = read_nih_boxes(small, drawn_on=(6, 6), root=tmp_path).iloc[0]
+    assert (box["x0"], box["x1"], box["width"]) == (4, 12, side)
+
+
+def test_a_box_outside_the_frame_it_is_drawn_on_names_file_and_line(tmp_path: Path) -> None:
+    path = tmp_path / "BBox_List_2017.csv"
+    path.write_text(BOX_HEADER + "\n00000001_000.png,Mass,1,2,3,4\nx.png,Mass,200,10,100,20\n")
+    with pytest.raises(ValueError, match=rf"{path.name} line 3, column 'Bbox\[w\]'.*256x256"):
+        read_nih_boxes(path, drawn_on=(256, 256))
+    with pytest.raises(ValueError, match="drawn_on must be"):
+        read_nih_boxes(path, drawn_on=(0, 256))
 
 
 @pytest.mark.parametrize(
@@ -312,7 +364,7 @@ def test_boxes_in_the_ground_truth_format(tmp_path: Path, caplog: pytest.LogCapt
     [
         ("x.png,Mass,a,2,3,4", r"line 2, column 'Bbox\[x\]': expected a number, got 'a'"),
         ("x.png,Mass,1,2,0,4", r"line 2, column 'Bbox\[w\]': the box is empty"),
-        ("x.png,Mass,1000,2,30,4", r"line 2, column 'Bbox\[w\]': x \+ w must be at most"),
+        ("x.png,Mass,1000,2,30,4", r"line 2, column 'Bbox\[w\]': x \+ w reaches outside"),
         ("x.png,Mass,-1,2,3,4", r"line 2, column 'Bbox\[x\]': x must be at least 0"),
         ("x.png,Tumour,1,2,3,4", r"line 2, column 'Finding Label': 'Tumour' is not an NIH"),
         ("../x.png,Mass,1,2,3,4", r"line 2, column 'Image Index'"),
@@ -326,22 +378,35 @@ def test_bad_boxes_name_the_line(tmp_path: Path, row: str, message: str) -> None
         read_nih_boxes(path)
 
 
-def test_localisation_scorer_takes_nih_data_and_boxes(synthetic: Path) -> None:
+def test_localisation_scorer_takes_nih_data_and_boxes(
+    synthetic: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     from chexviz.explain.gradcam import GradCAM
-    from chexviz.explain.localization import score_localization, summarize_localization
+    from chexviz.explain.localization import (
+        score_localization,
+        summarize_localization,
+        unscored_boxes,
+    )
     from chexviz.models.classifier import MultiLabelClassifier
 
     data = NIHChestXray14Dataset(synthetic, image_size=32, labels=CHEXPERT_LABELS, split="test")
-    boxes = read_nih_boxes(synthetic / "BBox_List_2017.csv", image_size=(96, 96))
+    boxes = read_nih_boxes(synthetic / "BBox_List_2017.csv", root=synthetic)
     assert len(boxes) > 0
     torch.manual_seed(0)
     model = MultiLabelClassifier("simple_cnn", image_size=32)
-    scores = score_localization(GradCAM(model), data, boxes, classes="true", progress=False)
-    assert set(scores["label"]) <= set(boxes["label"])
+    with caplog.at_level(logging.WARNING):
+        scores = score_localization(GradCAM(model), data, boxes, classes="true", progress=False)
+    left = unscored_boxes(boxes, model.labels)
+    assert len(left) > 0
+    assert (left["nih_label"] == "Infiltration").all()
+    assert (left["reason"] == "no CheXpert counterpart").all()
+    message = f"left out {len(left)} of {len(boxes)} boxes (no CheXpert counterpart)"
+    assert message in caplog.text
+    assert set(scores["label"]) <= set(boxes["label"]) - {""}
     assert scores["explained"].all()
     assert scores["Path"].isin(data.frame["Path"]).all()
     # Each finding's chance is the share of the 32 x 32 map its box covers.
-    expected = scale_boxes(boxes, 32)
+    expected = scale_boxes(boxes[boxes["label"] != ""], 32)
     first = scores.iloc[0]
     box = expected[(expected["Path"] == first["Path"]) & (expected["label"] == first["label"])]
     assert first["chance"] > 0

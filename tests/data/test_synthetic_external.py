@@ -110,23 +110,18 @@ def test_nih_layout_and_quirks(tmp_path: Path, layout: str, entry_file: str) -> 
 
 def test_nih_boxes_sit_on_drawn_signs(tmp_path: Path) -> None:
     root = make_synthetic_nih(tmp_path / "n", patients=30, seed=0, image_size=128)
-    boxes = read_nih_boxes(root / "BBox_List_2017.csv", image_size=(128, 128))
+    # As in the release, the file's boxes are in the 1024x1024 frame whatever the PNGs' size.
+    drawn = read_nih_boxes(root / "BBox_List_2017.csv")
+    assert drawn["x1"].max() > 128
+    assert (drawn[["x1", "y1"]] <= 1024).all().all()
+    boxes = read_nih_boxes(root / "BBox_List_2017.csv", root=root)
     test = set((root / "test_list.txt").read_text().split())
     assert set(boxes["Path"]) <= test
-    assert (
-        boxes["nih_label"]
-        .isin(
-            [
-                "Atelectasis",
-                "Cardiomegaly",
-                "Effusion",
-                "Mass",
-                "Nodule",
-                "Pneumonia",
-                "Pneumothorax",
-            ]
-        )
-        .all()
+    boxed = ["Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nodule"]
+    assert boxes["nih_label"].isin([*boxed, "Pneumonia", "Pneumothorax"]).all()
+    assert (boxes["width"] == 128).all()
+    assert boxes[["x0", "y0", "x1", "y1"]].to_numpy() == pytest.approx(
+        drawn[["x0", "y0", "x1", "y1"]].to_numpy() / 8
     )
     table = NIHChestXray14Dataset(root, image_size=16, split="test").frame.set_index("Path")
     for row in boxes.itertuples():

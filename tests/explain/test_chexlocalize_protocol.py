@@ -526,3 +526,82 @@ def test_every_label_is_scored_under_its_chexpert_name() -> None:
     heatmaps[("a", "Airspace Opacity")] = heatmaps.pop(("a", "Lung Opacity"))
     scores = score_chexlocalize(heatmaps, {"a": dict.fromkeys(LOCALIZATION_LABELS, mask)})
     assert list(scores.summary.index) == [*LOCALIZATION_LABELS, "mean"]
+
+
+def test_plain_dict_ground_truth_may_spell_airspace_opacity() -> None:
+    mask = np.zeros((6, 6), dtype=bool)
+    mask[1:4, 1:4] = True
+    heatmap = np.zeros((6, 6))
+    heatmap[1:3, 1:3] = 1.0
+    heatmaps = {("a", "Lung Opacity"): heatmap, ("b", "Lung Opacity"): heatmap}
+    empty = np.zeros((6, 6), dtype=bool)
+    for full in (False, True):
+        chexpert = score_chexlocalize(
+            heatmaps,
+            {"a": {"Lung Opacity": mask}, "b": {"Lung Opacity": empty}},
+            true_positive_only=not full,
+        )
+        chexlocalize = score_chexlocalize(
+            heatmaps,
+            {"a": {"Airspace Opacity": mask}, "b": {"Airspace Opacity": empty}},
+            true_positive_only=not full,
+        )
+        pd.testing.assert_frame_equal(chexpert.per_image, chexlocalize.per_image)
+        pd.testing.assert_frame_equal(chexpert.summary, chexlocalize.summary)
+        assert chexlocalize.per_image["gt_pixels"].tolist() == [9, 0]
+    with pytest.raises(ValueError, match="'Lung Opacity' and 'Airspace Opacity'"):
+        score_chexlocalize(heatmaps, {"a": {"Lung Opacity": mask, "Airspace Opacity": mask}})
+
+
+def test_full_set_bootstraps_each_metric_over_the_references_rows() -> None:
+    # eval.py's IoU table holds every CXR with a segmentation (on the full set, those without
+    # ground truth too); its hit table only the ground-truth file's CXRs. Each is resampled
+    # with the same seed over its own rows.
+    rng = np.random.default_rng(11)
+    shape = (10, 10)
+    ground_truth: dict[str, dict[str, np.ndarray]] = {}
+    heatmaps: dict[tuple[str, str], np.ndarray] = {}
+    sizes: dict[str, tuple[int, int]] = {}
+    for index in range(24):
+        cxr = f"patient{index:05d}_study1_view1_frontal"
+        heatmaps[(cxr, "Edema")] = rng.random((3, 3))
+        if index % 3 == 0:  # no ground-truth entry, interleaved with those that have one
+            sizes[cxr] = shape
+            continue
+        mask = np.zeros(shape, dtype=bool)
+        if index % 5:
+            top, left = rng.integers(0, 5, 2)
+            mask[top : top + 5, left : left + 5] = True
+        ground_truth[cxr] = {"Edema": mask}
+    scores = score_chexlocalize(
+        heatmaps, ground_truth, true_positive_only=False, sizes=sizes, seed=4, baselines=False
+    )
+    wide = {
+        metric: scores.per_image.pivot(index="cxr_id", columns="label", values=metric)
+        for metric in ("iou", "hit")
+    }
+    tables = {
+        "miou": wide["iou"].sort_index(),  # all 24 CXRs
+        "hit_rate": wide["hit"].loc[sorted(ground_truth)],  # the 16 of the ground truth
+    }
+    assert len(tables["miou"]) == 24
+    assert len(tables["hit_rate"]) == 16
+    for column, table in tables.items():
+        reference = _reference_bootstrap(table, seed=4, replicates=1000)
+        lower, upper = reference.loc["lower", "Edema"], reference.loc["upper", "Edema"]
+        assert scores.summary.loc["Edema", f"{column}_lower"] == pytest.approx(lower, rel=1e-12)
+        assert scores.summary.loc["Edema", f"{column}_upper"] == pytest.approx(upper, rel=1e-12)
+        assert scores.summary.loc["Edema", column] == pytest.approx(table["Edema"].mean())
+    replicates = scores.bootstrap["hit_rate"]["Edema"].to_numpy()
+    reference_means = _reference_replicates(tables["hit_rate"], seed=4, replicates=1000)
+    assert replicates == pytest.approx(reference_means["Edema"].to_numpy(), rel=1e-12, nan_ok=True)
+
+
+def _reference_replicates(frame: pd.DataFrame, seed: int, replicates: int) -> pd.DataFrame:
+    """eval.py's bootstrap_metric: the replicate means."""
+    np.random.seed(seed)  # noqa: NPY002 - the reference's legacy global generator
+    records = []
+    for _ in range(replicates):
+        rows = np.random.choice(len(frame), size=len(frame), replace=True)  # noqa: NPY002
+        records.append(frame.iloc[rows].mean().to_dict())
+    return pd.DataFrame.from_records(records)

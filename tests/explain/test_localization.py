@@ -1,3 +1,4 @@
+import logging
 from collections.abc import Sequence
 
 import numpy as np
@@ -25,6 +26,7 @@ from chexviz.explain.localization import (
     score_localization,
     select_boxes,
     summarize_localization,
+    unscored_boxes,
 )
 from chexviz.models.classifier import MultiLabelClassifier
 
@@ -419,14 +421,28 @@ def test_a_transformed_dataset_is_refused_not_scored_against_unmoved_boxes(
         score_localization(OracleCAM(dataset, boxes), Subset(flipped, [0, 1]), boxes)
 
 
-def test_unknown_box_labels_are_named(synthetic: tuple[CheXpertDataset, pd.DataFrame]) -> None:
+def test_boxes_of_labels_the_model_lacks_are_left_out_and_counted(
+    synthetic: tuple[CheXpertDataset, pd.DataFrame], caplog: pytest.LogCaptureFixture
+) -> None:
     dataset, boxes = synthetic
     model = MultiLabelClassifier(
         "simple_cnn", labels=("Cardiomegaly", "Edema"), image_size=SYNTH_SIZE
     )
     cam = GradCAM(model)
-    with pytest.raises(ValueError, match="Support Devices"):
-        score_localization(cam, dataset, boxes, progress=False)
+    left = unscored_boxes(boxes, model.labels)
+    assert set(left["reason"]) == {"not an output of the model"}
+    assert not left["label"].isin(model.labels).any()
+    assert len(left) + int(boxes["label"].isin(model.labels).sum()) == len(boxes)
+    with caplog.at_level(logging.WARNING):
+        scores = score_localization(cam, dataset, boxes, classes="true", progress=False)
+    assert set(scores["label"]) <= {"Cardiomegaly", "Edema"}
+    assert f"left out {len(left)} of {len(boxes)} boxes (not an output of the model)" in (
+        caplog.text
+    )
+    assert "Support Devices" in caplog.text
+    only = MultiLabelClassifier("simple_cnn", labels=("Fracture",), image_size=SYNTH_SIZE)
+    with pytest.raises(ValueError, match=r"none of the \d+ boxes is of a label the model outputs"):
+        score_localization(GradCAM(only), dataset, boxes[boxes["label"] != "Fracture"])
 
 
 def test_real_gradcam_end_to_end(synthetic: tuple[CheXpertDataset, pd.DataFrame]) -> None:

@@ -33,6 +33,7 @@ decodes a mask only when it is asked for.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import re
@@ -101,9 +102,14 @@ _SIZE_KEY = "img_size"
 # The largest image (in pixels) a mask may claim: PIL's decompression-bomb limit, which
 # chexviz's image reader applies too. A hostile "size" must not make decode allocate 40 GB.
 _MAX_PIXELS = int(Image.MAX_IMAGE_PIXELS or 89_478_485)
+# Vertices may lie outside the image (the reference clips them when it draws), but PIL draws
+# in 32-bit integers: a coordinate beyond this is not a position on any X-ray.
+_MAX_COORDINATE = float(2**24)
 _CXR_PATH = re.compile(r"(patient[^/]+)/(study[^/]+)/([^/]+?)(?:\.[A-Za-z0-9]+)?$")
 
 Mask = npt.NDArray[np.bool_]
+
+logger = logging.getLogger(__name__)
 
 
 def chexpert_name(name: str) -> str:
@@ -223,7 +229,8 @@ def polygons_to_mask(
 
     The polygons are drawn with PIL's ``ImageDraw.polygon``, outline and fill, as the
     reference does; on the reference's sample files the masks are pixel-identical to its own
-    segmentations.
+    segmentations. A polygon reaching past the image's edge is clipped to it, as PIL (and so
+    the reference) clips it; one wholly outside draws nothing.
 
     Args:
         polygons: Each a list of vertices ``[x, y]`` in original-image pixels.
@@ -234,8 +241,7 @@ def polygons_to_mask(
         Boolean mask ``[h, w]``.
 
     Raises:
-        ValueError: A polygon is malformed or has a vertex outside the image
-            ``[0, w] x [0, h]``.
+        ValueError: A polygon is malformed or has a coordinate beyond +-2**24 pixels.
     """
     height, width = _check_size(size, f"{where}: size")
     checked = [
@@ -334,7 +340,11 @@ class CheXlocalizeGroundTruth(Mapping[str, Mapping[str, Mask]]):
             return True
         if self.format == "segmentations":
             return int(coco_mask.area(entry)) == 0
-        return False  # a polygon always covers at least its outline's pixels
+        size = self._sizes[cxr]
+        if any(_inside(polygon, size) for polygon in entry):
+            return False  # a polygon within the image covers at least its outline's pixels
+        # Clipped polygons may leave nothing inside the image: draw them to know.
+        return not bool(polygons_to_mask(entry, size).any())
 
     def mask(self, cxr: str, label: str) -> Mask:
         """Decodes one mask (the same as ``ground_truth[cxr][label]``).
@@ -382,8 +392,10 @@ def read_chexlocalize(path: str | os.PathLike[str]) -> CheXlocalizeGroundTruth:
     """Reads a CheXlocalize ground-truth JSON file of either kind.
 
     Everything is checked when the file is read: the format, every CXR's size, every RLE
-    (that its runs cover exactly ``h * w`` pixels) and every polygon (that its vertices lie in
-    the image), so that scoring never stops half-way on a bad entry. Masks themselves are
+    (that its runs cover exactly ``h * w`` pixels) and every polygon (that its vertices are
+    numbers), so that scoring never stops half-way on a bad entry. A polygon reaching outside
+    its image is drawn clipped to it, as the reference ``annotation_to_segmentation.py`` draws
+    it (PIL clips), and counted in a logged warning. Masks themselves are
     decoded only when asked for (see
     [`CheXlocalizeGroundTruth`][chexviz.data.chexlocalize.CheXlocalizeGroundTruth]).
 
@@ -399,7 +411,8 @@ def read_chexlocalize(path: str | os.PathLike[str]) -> CheXlocalizeGroundTruth:
         FileNotFoundError: The file does not exist.
         ValueError: The file is not JSON, is in neither format, or has a bad entry (a size
             that is not two positive integers, an RLE whose size or runs disagree, a polygon
-            outside the image, an unknown or repeated pathology, a CXR listed twice, a missing
+            vertex that is not a number or lies beyond +-2**24 pixels, an unknown or repeated
+            pathology, a CXR listed twice, a missing
             pathology in a segmentations file); the message names the file, the CXR id and the
             field.
     """
@@ -424,6 +437,7 @@ def read_chexlocalize(path: str | os.PathLike[str]) -> CheXlocalizeGroundTruth:
     format = _detect_format(path, data)
     sizes: dict[str, tuple[int, int]] = {}
     entries: dict[str, dict[str, Any]] = {}
+    clipped: list[str] = []
     for cxr, value in data.items():
         where = f"{path}: CXR {cxr!r}"
         if not cxr.strip():
@@ -433,7 +447,14 @@ def read_chexlocalize(path: str | os.PathLike[str]) -> CheXlocalizeGroundTruth:
         if format == "segmentations":
             sizes[cxr], entries[cxr] = _read_segmentations(value, where)
         else:
-            sizes[cxr], entries[cxr] = _read_annotations(value, where)
+            sizes[cxr], entries[cxr] = _read_annotations(value, where, clipped)
+    if clipped:
+        logger.warning(
+            "%d polygons reach outside their image (first: %s); they are drawn clipped to it, "
+            "as the reference annotation_to_segmentation.py draws them",
+            len(clipped),
+            clipped[0],
+        )
     return CheXlocalizeGroundTruth(path, format, sizes, entries)
 
 
@@ -644,13 +665,20 @@ def _check_polygon(polygon: object, size: tuple[int, int], where: str) -> list[t
         ):
             raise ValueError(f"{where}, vertex {index}: expected [x, y] numbers, got {vertex!r}")
         x, y = float(vertex[0]), float(vertex[1])
-        if not (0.0 <= x <= width and 0.0 <= y <= height):
+        if not (abs(x) <= _MAX_COORDINATE and abs(y) <= _MAX_COORDINATE):
             raise ValueError(
-                f"{where}, vertex {index}: [{x:g}, {y:g}] lies outside the image "
-                f"(width {width}, height {height})"
+                f"{where}, vertex {index}: [{x:g}, {y:g}] is not a pixel coordinate (beyond "
+                f"+-{_MAX_COORDINATE}, where PIL's integer drawing overflows; the image is "
+                f"{width}x{height})"
             )
         vertices.append((x, y))
     return vertices
+
+
+def _inside(polygon: Iterable[Iterable[float]], size: tuple[int, int]) -> bool:
+    """Whether every vertex lies on a pixel of the image: nothing of the polygon is clipped."""
+    height, width = size
+    return all(0.0 <= x <= width - 1 and 0.0 <= y <= height - 1 for x, y in polygon)
 
 
 def _labelled(value: Mapping[str, Any], where: str) -> Iterator[tuple[str, str, Any]]:
@@ -692,8 +720,9 @@ def _read_segmentations(
 
 
 def _read_annotations(
-    value: Mapping[str, Any], where: str
+    value: Mapping[str, Any], where: str, clipped: list[str]
 ) -> tuple[tuple[int, int], dict[str, Any]]:
+    """The size and polygons of one CXR; polygons reaching outside it are added to ``clipped``."""
     size = _check_size(value[_SIZE_KEY], f"{where}, {_SIZE_KEY!r}")
     others = {name: entry for name, entry in value.items() if name != _SIZE_KEY}
     entries: dict[str, Any] = {}
@@ -704,6 +733,12 @@ def _read_annotations(
         checked = [
             _check_polygon(polygon, size, f"{field}, polygon {i}")
             for i, polygon in enumerate(polygons)
+        ]
+        height, width = size
+        clipped += [
+            f"{field}, polygon {index}"
+            for index, polygon in enumerate(checked)
+            if not all(0.0 <= x <= width and 0.0 <= y <= height for x, y in polygon)
         ]
         if checked:
             entries[label] = [[list(vertex) for vertex in polygon] for polygon in checked]

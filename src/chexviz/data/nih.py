@@ -30,7 +30,7 @@ import io
 import logging
 import os
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import ClassVar, Literal
 
@@ -41,6 +41,7 @@ import torch
 
 from chexviz.data.boxes import BOX_COLUMNS
 from chexviz.data.dataset import ChestXrayDataset
+from chexviz.data.images import read_image_size
 from chexviz.data.label_mapping import NIH_LABELS, NIH_TO_CHEXPERT, map_nih_targets, nih_sources
 from chexviz.data.labels import MissingColumnsError
 from chexviz.data.tables import read_text
@@ -66,6 +67,8 @@ _BOX_ALIASES = {"Infiltrate": "Infiltration"}
 _VIEWS = ("PA", "AP")
 _ENTRY_COLUMNS = ("Image Index", "Finding Labels", "Patient ID", "View Position")
 _BOX_COLUMNS = ("Image Index", "Finding Label", "Bbox[x]", "Bbox[y]", "Bbox[w]", "Bbox[h]")
+# NIH drew the boxes of BBox_List_2017.csv on the released PNGs, 1024x1024.
+_BOX_FRAME = (1024, 1024)
 _IMAGE_FOLDERS = re.compile(r"^images_\d+$")
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _CHEXPERT_OF = {source: link.target for link in NIH_TO_CHEXPERT for source in link.sources}
@@ -360,29 +363,39 @@ class NIHChestXray14Dataset(ChestXrayDataset):
         return [f"{int(value):08d}" for value in ids]
 
     def _locate_images(self, names: list[str]) -> list[Path]:
-        folders = [self.image_root / "images"]
-        folders += sorted(
-            entry / "images"
-            for entry in self.image_root.iterdir()
-            if entry.is_dir() and _IMAGE_FOLDERS.match(entry.name)
-        )
-        wanted = set(names)
-        found: dict[str, Path] = {}
-        for folder in folders:
-            if not folder.is_dir():
-                continue
-            with os.scandir(folder) as entries:
-                for entry in entries:
-                    if entry.name not in wanted:
-                        continue
-                    if entry.name in found:
-                        raise ValueError(
-                            f"image {entry.name} is in two folders, {found[entry.name].parent} "
-                            f"and {folder}; keep one copy"
-                        )
-                    found[entry.name] = folder / entry.name
+        found = _image_files(self.image_root, names)
         # A missing image points at the first folder, where the error message shows it.
-        return [found.get(name, folders[0] / name) for name in names]
+        return [found.get(name, self.image_root / "images" / name) for name in names]
+
+
+def _image_files(root: Path, names: Iterable[str]) -> dict[str, Path]:
+    """Where each named image is, in ``images/`` or ``images_NNN/images/``; absent if nowhere.
+
+    Raises:
+        ValueError: An image is in two folders.
+    """
+    folders = [root / "images"]
+    folders += sorted(
+        entry / "images"
+        for entry in root.iterdir()
+        if entry.is_dir() and _IMAGE_FOLDERS.match(entry.name)
+    )
+    wanted = set(names)
+    found: dict[str, Path] = {}
+    for folder in folders:
+        if not folder.is_dir():
+            continue
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if entry.name not in wanted:
+                    continue
+                if entry.name in found:
+                    raise ValueError(
+                        f"image {entry.name} is in two folders, {found[entry.name].parent} "
+                        f"and {folder}; keep one copy"
+                    )
+                found[entry.name] = folder / entry.name
+    return found
 
 
 def _describe(sources: tuple[str, ...] | None) -> str:
@@ -410,40 +423,56 @@ def _locate_table(root: Path, csv: str | os.PathLike[str] | None) -> Path:
 def read_nih_boxes(
     path: str | os.PathLike[str],
     *,
-    image_size: tuple[int, int] = (1024, 1024),
+    drawn_on: tuple[int, int] = _BOX_FRAME,
+    root: str | os.PathLike[str] | None = None,
 ) -> pd.DataFrame:
-    """Reads ``BBox_List_2017.csv`` into chexviz's ground-truth box format (CheXpert labels).
+    """Reads every box of ``BBox_List_2017.csv``, with its NIH finding and CheXpert label.
 
-    Boxes are mapped to the CheXpert observation their NIH finding carries (Effusion is
-    Pleural Effusion, Mass and Nodule are Lung Lesion; see
-    [`chexviz.data.label_mapping`][chexviz.data.label_mapping]), so that
-    [`score_localization`][chexviz.explain.localization.score_localization] scores a CheXpert
-    model's heatmaps on them with an
-    [`NIHChestXray14Dataset`][chexviz.data.nih.NIHChestXray14Dataset]. Boxes of a finding with no
-    CheXpert counterpart (Infiltrate, 123 of the 984) are left out, with a warning that counts
-    them; the ``nih_label`` column keeps each kept box's own finding.
+    Each box keeps its NIH finding in ``nih_label`` (``Infiltrate`` is spelled
+    ``Infiltration``, as in the label table) and gets in ``label`` the CheXpert observation
+    that finding carries (Effusion is Pleural Effusion, Mass and Nodule are Lung Lesion; see
+    [`chexviz.data.label_mapping`][chexviz.data.label_mapping]), or ``""`` where none maps
+    (Infiltrate: 123 of the release's 984 boxes). Scoring
+    ([`score_localization`][chexviz.explain.localization.score_localization]) leaves out the
+    boxes whose label the model does not output and says how many.
+
+    NIH drew the boxes on the released 1024x1024 PNGs (``drawn_on``); a box that reaches
+    outside that frame is an error. With ``root``, each box is scaled from that frame to its
+    image's own size, read from the file's header, so that a downsampled copy of the release
+    (256-pixel PNGs, say) gets its boxes in its own pixels.
 
     Args:
         path: The box table.
-        image_size: ``(width, height)`` of the images the boxes are drawn on: the released
-            PNGs are 1024x1024.
+        drawn_on: ``(width, height)`` of the images the boxes were drawn on: the release's
+            PNGs, 1024x1024, also for a downsampled copy of them.
+        root: The NIH data folder (``images/`` or ``images_001/images/`` ...); ``None``
+            leaves the boxes in the ``drawn_on`` frame. Boxes of an image that is not there
+            stay in that frame too (logged).
 
     Returns:
         A frame with the columns of [`BOX_COLUMNS`][chexviz.data.boxes.BOX_COLUMNS] (``Path`` is
-        the image name, coordinates are float pixel edges ``x0 = x``, ``x1 = x + w``) plus
-        ``nih_label``.
+        the image name, coordinates are float pixel edges ``x0 = x``, ``x1 = x + w``,
+        ``width`` and ``height`` the size of the frame they are in) plus ``nih_label``, one
+        row per line of the file, in its order (the index is the line minus 2).
 
     Raises:
-        FileNotFoundError: The file does not exist.
+        FileNotFoundError: The file or ``root`` does not exist.
         MissingColumnsError: A column is missing.
         ValueError: An unknown finding, an image name that is not a plain file name, a
-            coordinate that is not a finite number, an empty box or one outside the image
-            (the message names the line and column).
+            coordinate that is not a finite number, an empty box or one outside the
+            ``drawn_on`` frame (the message names the file, line and column), an image
+            whose file cannot be read, or a ``drawn_on`` that is not two positive integers.
     """
     file = Path(path)
-    width, height = (int(value) for value in image_size)
-    if width < 1 or height < 1:
-        raise ValueError(f"image_size must be positive, got {image_size!r}")
+    if (
+        not isinstance(drawn_on, tuple | list)
+        or len(drawn_on) != 2
+        or not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in drawn_on)
+    ):
+        raise ValueError(
+            f"drawn_on must be (width, height), two positive integers, got {drawn_on!r}"
+        )
+    width, height = int(drawn_on[0]), int(drawn_on[1])
     rows = read_nih_table(file, _BOX_COLUMNS)
 
     def where(row: int, column: str) -> str:
@@ -462,7 +491,7 @@ def read_nih_boxes(
             f"{where(row, 'Finding Label')}: {rows.at[row, 'Finding Label']!r} is not an NIH "
             "finding"
         )
-    out["label"] = findings.map(_CHEXPERT_OF)
+    out["label"] = findings.map(_CHEXPERT_OF).fillna("").astype(str)
     out["nih_label"] = findings
     values = {}
     for name, column in zip(("x", "y", "w", "h"), _BOX_COLUMNS[2:], strict=True):
@@ -477,27 +506,66 @@ def read_nih_boxes(
     out["x0"], out["y0"] = values["x"], values["y"]
     out["x1"], out["y1"] = values["x"] + values["w"], values["y"] + values["h"]
     out["width"], out["height"] = width, height
+    frame = f"the {width}x{height} images the boxes are drawn on"
     checks = (
         ("Bbox[w]", values["w"] > 0, "the box is empty (w must be positive)"),
         ("Bbox[h]", values["h"] > 0, "the box is empty (h must be positive)"),
         ("Bbox[x]", values["x"] >= 0, "x must be at least 0"),
         ("Bbox[y]", values["y"] >= 0, "y must be at least 0"),
-        ("Bbox[w]", out["x1"] <= width, f"x + w must be at most the image width {width}"),
-        ("Bbox[h]", out["y1"] <= height, f"y + h must be at most the image height {height}"),
+        ("Bbox[w]", out["x1"] <= width, f"x + w reaches outside {frame} (x + w > {width})"),
+        ("Bbox[h]", out["y1"] <= height, f"y + h reaches outside {frame} (y + h > {height})"),
     )
     for column, ok, message in checks:
         if not ok.all():
             row = rows.index[int(np.argmax(~ok.to_numpy()))]
             raise ValueError(f"{where(row, column)}: {message}")
-    unmapped = out["label"].isna()
+    unmapped = out["label"] == ""
     if unmapped.any():
-        counts = out.loc[unmapped, "nih_label"].value_counts().to_dict()
-        logger.warning(
-            "%s: left out %d boxes of findings with no CheXpert counterpart %s "
-            "(see chexviz.data.label_mapping)",
+        logger.info(
+            "%s: %d of %d boxes are of findings with no CheXpert counterpart %s (label '')",
             file,
             int(unmapped.sum()),
-            counts,
+            len(out),
+            out.loc[unmapped, "nih_label"].value_counts().to_dict(),
         )
-    kept: pd.DataFrame = out[~unmapped][[*BOX_COLUMNS, "nih_label"]]
-    return kept
+    if root is not None:
+        _to_image_pixels(out, Path(root).expanduser(), file)
+    boxes: pd.DataFrame = out[[*BOX_COLUMNS, "nih_label"]]
+    return boxes
+
+
+def _to_image_pixels(boxes: pd.DataFrame, root: Path, file: Path) -> None:
+    """Scales boxes in place from their frame to their image files' sizes."""
+    if not root.is_dir():
+        raise FileNotFoundError(2, "NIH data folder not found", str(root))
+    names = list(dict.fromkeys(boxes["Path"]))
+    found = _image_files(root, names)
+    missing = [name for name in names if name not in found]
+    if missing:
+        logger.info(
+            "%s: %d of %d boxed images are not in %s (first %s); their boxes stay in the "
+            "frame they are drawn on",
+            file,
+            len(missing),
+            len(names),
+            root,
+            missing[0],
+        )
+    for name, image in found.items():
+        try:
+            width, height = read_image_size(image)
+        except (OSError, ValueError) as error:
+            raise ValueError(f"{image}: cannot read the image size ({error})") from None
+        rows = boxes["Path"] == name
+        sx = width / boxes.loc[rows, "width"].astype(np.float64)
+        sy = height / boxes.loc[rows, "height"].astype(np.float64)
+        for column, factor in (("x0", sx), ("x1", sx), ("y0", sy), ("y1", sy)):
+            boxes.loc[rows, column] = boxes.loc[rows, column] * factor
+        boxes.loc[rows, "width"] = width
+        boxes.loc[rows, "height"] = height
+    sizes = boxes[["width", "height"]].drop_duplicates()
+    logger.info(
+        "%s: boxes in image pixels, sizes %s",
+        file,
+        [f"{w}x{h}" for w, h in sizes.itertuples(index=False)][:5],
+    )

@@ -28,8 +28,9 @@ Finding``, heavy-tailed follow-up counts (a few patients hold many images) and s
 Images are drawn by the CheXpert generator's renderer: a finding with a drawable sign shows it
 in its anatomical place (NIH's Effusion as a pleural effusion, Mass and Nodule as a lesion,
 Infiltration as an opacity, Pneumonia as a consolidation), and NIH's boxes are the drawn
-signs' boxes. Labels are drawn with the real data sets' frequencies: CheXpert's for MIMIC (the
-same labeler), the v2020 table's for NIH.
+signs' boxes, in the release's 1024x1024 frame whatever the PNGs' size (the PNGs are a
+downsampled copy of the release). Labels are drawn with the real data sets' frequencies:
+CheXpert's for MIMIC (the same labeler), the v2020 table's for NIH.
 """
 
 from __future__ import annotations
@@ -345,7 +346,8 @@ def make_synthetic_nih(
         patients: Number of patients; the first two hold many follow-up images (at least 6,
             and a sixth as many as the others together), the others 1 to 4.
         seed: Seed of every random choice; the same arguments give the same files.
-        image_size: Side of the square PNGs (the release's are 1024); boxes are in its pixels.
+        image_size: Side of the square PNGs (the release's are 1024). The boxes are written
+            in the release's 1024x1024 frame, as for a downsampled copy of it.
         layout: ``"nih"`` puts every image in ``images/``; ``"kaggle"`` spreads them over
             ``images_001/images/``, ``images_002/images/``, ...
         entry_file: ``"v2020"`` writes ``Data_Entry_2017_v2020.csv``; ``"2017"`` writes
@@ -421,7 +423,7 @@ def make_synthetic_nih(
             )
             lists[split].append(name)
             if split == "test":
-                boxes += _nih_boxes(name, findings, drawn)
+                boxes += _nih_boxes(name, findings, drawn, 1024 / image_size)
     header = _NIH_HEADER
     if entry_file == "2017":
         table = header + ",\n" + "".join(",".join(map(str, row)) + ",\n" for row in entries)
@@ -440,9 +442,12 @@ def make_synthetic_nih(
 
 
 def _nih_boxes(
-    name: str, findings: Sequence[str], drawn: dict[str, list[_drawing.Box]]
+    name: str, findings: Sequence[str], drawn: dict[str, list[_drawing.Box]], scale: float
 ) -> list[list[object]]:
-    """One box per boxable finding: the bounds of its sign's parts, as x, y, w, h."""
+    """One box per boxable finding: the bounds of its sign's parts, as x, y, w, h.
+
+    ``scale`` maps image pixels to the 1024x1024 frame NIH drew its boxes on.
+    """
     rows: list[list[object]] = []
     for finding in findings:
         parts = drawn.get(_NIH_SIGNS.get(finding, ""), [])
@@ -453,5 +458,6 @@ def _nih_boxes(
         x1 = max(part[2] for part in parts)
         y1 = max(part[3] for part in parts)
         label = "Infiltrate" if finding == "Infiltration" else finding
-        rows.append([name, label, float(x0), float(y0), float(x1 - x0), float(y1 - y0)])
+        x, y, w, h = (scale * value for value in (x0, y0, x1 - x0, y1 - y0))
+        rows.append([name, label, x, y, w, h])
     return rows

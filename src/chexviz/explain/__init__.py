@@ -26,6 +26,7 @@ from chexviz.explain.localization import (
     score_localization,
     select_boxes,
     summarize_localization,
+    unscored_boxes,
 )
 from chexviz.explain.overlay import overlay_heatmap
 from chexviz.explain.report import save_study_figure, study_figure, write_html_report
@@ -56,5 +57,6 @@ __all__ = [
     "study_figure",
     "summarize_localization",
     "tune_chexlocalize",
+    "unscored_boxes",
     "write_html_report",
 ]

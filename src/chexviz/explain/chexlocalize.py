@@ -17,8 +17,10 @@ This module runs the protocol of CheXlocalize (Saporta et al., Nature Machine In
    single maximum of the resized map lies inside the ground-truth mask (defined where the
    mask is non-empty).
 4. Per pathology, the mean and a 95% bootstrap interval over 1,000 resamples of CXRs, drawn
-   as the reference ``eval.py`` draws them (``np.random.seed(seed)``, ``np.random.choice``),
-   so a seed gives the reference's intervals.
+   as the reference ``eval.py`` draws them (``np.random.seed(seed)``, ``np.random.choice``)
+   and over the same rows: IoU's over every scored CXR (on the full set, those without a
+   ground-truth entry too), hit rate's over the ground-truth file's CXRs only. So a seed
+   gives the reference's intervals.
 
 [`score_chexlocalize`][chexviz.explain.chexlocalize.score_chexlocalize] does all of it, one
 CXR at a time (the masks of a whole validation set would not fit in memory), and scores two
@@ -345,7 +347,7 @@ class _Inputs:
     def truth(self, pair: _Pair) -> Mask | None:
         if pair.empty:
             return None
-        mask = np.asarray(self.ground_truth[pair.cxr][pair.label], dtype=np.bool_)
+        mask = np.asarray(_mask_of(self.ground_truth[pair.cxr], pair.label), dtype=np.bool_)
         if mask.shape != pair.size:
             raise ValueError(
                 f"ground truth of CXR {pair.cxr!r}, {pair.label!r} has shape {mask.shape}, "
@@ -369,11 +371,17 @@ def _is_empty(ground_truth: GroundTruth, cxr: str, label: str) -> bool:
     is_empty = getattr(ground_truth, "is_empty", None)
     if callable(is_empty):
         return bool(is_empty(cxr, label))
-    masks = ground_truth[cxr]
-    for name in (label, chexlocalize_name(label)):
-        if name in masks:
-            return not bool(np.any(masks[name]))
-    return True
+    mask = _mask_of(ground_truth[cxr], label)
+    return mask is None or not bool(np.any(mask))
+
+
+def _mask_of(masks: Mapping[str, npt.ArrayLike], label: str) -> npt.ArrayLike | None:
+    """A CXR's mask of ``label`` under either spelling ("Lung Opacity" is "Airspace Opacity")."""
+    listed = set(masks)  # the keys given, not every spelling a mapping resolves
+    names = [name for name in dict.fromkeys((label, chexlocalize_name(label))) if name in listed]
+    if len(names) > 1:
+        raise ValueError(f"ground truth has {names[0]!r} and {names[1]!r}: the same pathology")
+    return masks[names[0]] if names else None
 
 
 def _per_label(values: Mapping[str, float] | None, what: str) -> dict[str, np.float32]:
@@ -549,13 +557,27 @@ def _summarise(
     labels: Sequence[str],
     n_bootstrap: int,
     seed: int,
+    known: Iterable[str],
 ) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
-    cxrs = sorted(per_image["cxr_id"].unique())
-    weights = _bootstrap_weights(len(cxrs), n_bootstrap, seed)
+    # The reference resamples the rows of each metric's own table: eval.py's IoU table holds
+    # every scored CXR (on the full set, those without ground truth too), its hit table only
+    # the CXRs of the ground-truth file. Each is a separate run seeded alike, so both draw
+    # from the same seed, over their own number of rows.
+    everyone = sorted(per_image["cxr_id"].unique())
+    in_truth = set(known)
+    rows_of = {
+        "iou": everyone,
+        "hit": [cxr for cxr in everyone if cxr in in_truth],
+    }
+    weights_of = {
+        kind: _bootstrap_weights(len(cxrs), n_bootstrap, seed) for kind, cxrs in rows_of.items()
+    }
     rows: dict[str, dict[str, float]] = {label: {} for label in (*labels, "mean")}
     replicates: dict[str, pd.DataFrame] = {}
     for metric in metrics:
         name = _SUMMARY_NAMES[metric]
+        kind = "hit" if metric.endswith("hit") else "iou"
+        cxrs, weights = rows_of[kind], weights_of[kind]
         wide = per_image.pivot(index="cxr_id", columns="label", values=metric)
         values = wide.reindex(index=cxrs, columns=list(labels)).to_numpy(dtype=np.float64)
         defined = ~np.isnan(values)
@@ -617,7 +639,9 @@ def score_chexlocalize(
     a segmentation where the ground truth is empty, undefined when both are empty) and CXRs
     that have heatmaps but no ground-truth entry (the CheXlocalize files list only CXRs with
     a finding) are scored as CXRs without findings, given their ``sizes``. Hit rate is always
-    over the CXRs whose ground truth is non-empty. Work is done one CXR at a time: memory
+    over the CXRs whose ground truth is non-empty, and its bootstrap resamples only the
+    ground-truth CXRs, as ``eval.py``'s does. A plain-dict ground truth may name Lung Opacity
+    in either spelling. Work is done one CXR at a time: memory
     holds one original-size mask of each kind at once, whatever the number of CXRs.
 
     Baselines, on the same CXRs: ``chance_hit`` is the fraction of the image inside the
@@ -681,7 +705,9 @@ def score_chexlocalize(
     if probabilities is None:
         per_image = per_image.drop(columns="probability")
     metrics = [*_METRICS, *(_BASELINES if baselines else ())]
-    summary, replicates = _summarise(per_image, metrics, inputs.labels, n_bootstrap, seed)
+    summary, replicates = _summarise(
+        per_image, metrics, inputs.labels, n_bootstrap, seed, inputs.known
+    )
     return CheXlocalizeScores(per_image, summary, replicates, true_positive_only, seed)
 
 

@@ -58,6 +58,7 @@ __all__ = [
     "score_localization_cross_fitted",
     "select_boxes",
     "summarize_localization",
+    "unscored_boxes",
 ]
 
 logger = logging.getLogger(__name__)
@@ -441,6 +442,79 @@ def _check_labels(findings: Iterable[tuple[str, str]], labels: tuple[str, ...]) 
         raise ValueError(f"boxes have labels {unknown} that the model does not output {labels}")
 
 
+_NO_LABEL = "no CheXpert counterpart"
+_NOT_OUTPUT = "not an output of the model"
+
+
+def unscored_boxes(boxes: pd.DataFrame, labels: Iterable[str]) -> pd.DataFrame:
+    """The boxes that scoring a model with ``labels`` leaves out, and why.
+
+    A box is left out when its ``label`` is empty (a finding of another data set with no
+    CheXpert counterpart, such as NIH's Infiltrate boxes from
+    [`read_nih_boxes`][chexviz.data.nih.read_nih_boxes]) or is not one of the model's
+    outputs. [`score_localization`][chexviz.explain.localization.score_localization] logs
+    their count; ``chexviz localize`` prints it.
+
+    Args:
+        boxes: A boxes frame with a ``label`` column.
+        labels: The model's outputs.
+
+    Returns:
+        The left-out rows, with a ``reason`` column (``"no CheXpert counterpart"`` or
+        ``"not an output of the model"``).
+
+    Raises:
+        MissingColumnsError: ``boxes`` has no ``label`` column.
+    """
+    reasons = _reasons(boxes, tuple(labels))
+    left: pd.DataFrame = boxes[(reasons != "").to_numpy()].assign(
+        reason=reasons[reasons != ""].to_numpy()
+    )
+    return left
+
+
+def _reasons(boxes: pd.DataFrame, labels: tuple[str, ...]) -> pd.Series:
+    """Per box, why it is not scored, or ``""``."""
+    if "label" not in boxes.columns:
+        raise MissingColumnsError(["label"], "the boxes frame")
+    label = boxes["label"].fillna("").astype(str).str.strip()
+    reasons = np.where(label == "", _NO_LABEL, np.where(label.isin(labels), "", _NOT_OUTPUT))
+    out: pd.Series = pd.Series(reasons, index=boxes.index, dtype=str)
+    return out
+
+
+def _scorable(boxes: pd.DataFrame, labels: tuple[str, ...] | None) -> pd.DataFrame:
+    """The boxes a model with ``labels`` can be scored on; the others are counted in the log."""
+    if labels is None:  # an explainer without model.labels: boxes are checked per batch
+        return boxes
+    reasons = _reasons(boxes, labels)
+    if (reasons == "").all():
+        return boxes
+    column = "nih_label" if "nih_label" in boxes.columns else "label"
+    for reason in (_NO_LABEL, _NOT_OUTPUT):
+        rows = boxes[(reasons == reason).to_numpy()]
+        if len(rows):
+            logger.warning(
+                "left out %d of %d boxes (%s): %s",
+                len(rows),
+                len(boxes),
+                reason,
+                rows[column].value_counts().to_dict(),
+            )
+    kept: pd.DataFrame = boxes[(reasons == "").to_numpy()]
+    if kept.empty:
+        raise ValueError(
+            f"none of the {len(boxes)} boxes is of a label the model outputs {list(labels)}"
+        )
+    return kept
+
+
+def _model_labels(cam: Explainer) -> tuple[str, ...] | None:
+    """The outputs of the explainer's model (``cam.model.labels``), if it says."""
+    labels = getattr(getattr(cam, "model", None), "labels", None)
+    return tuple(str(label) for label in labels) if labels else None
+
+
 def score_localization(
     cam: Explainer,
     dataset: Dataset[tuple[torch.Tensor, torch.Tensor]],
@@ -457,7 +531,11 @@ def score_localization(
     Boxes are given in each image's original pixels (with its ``width`` and ``height``) and
     scaled to the dataset's ``S x S`` images, as the dataset resizes whole images. Several
     boxes of one label on one image form one finding (hit if in any). Boxes of images that
-    are not in ``dataset`` (other splits, lateral views) are left out, with a log message.
+    are not in ``dataset`` (other splits, lateral views) are left out, with a log message, and
+    so are boxes of findings the model does not output (an empty ``label``, or one not in
+    ``cam.model.labels``; see
+    [`unscored_boxes`][chexviz.explain.localization.unscored_boxes]), with a warning that
+    counts them per finding and reason.
 
     Args:
         cam: The explainer (a `chexviz.explain.gradcam.GradCAM`) of the model to evaluate.
@@ -486,10 +564,11 @@ def score_localization(
 
     Raises:
         KeyError: If ``boxes`` lacks a column.
-        ValueError: If a box label is not one of the model's outputs, no box belongs to an
-            image of ``dataset``, a box is empty or outside its image, ``dataset`` has a
+        ValueError: If no box is of a label the model outputs, no box belongs to an image of
+            ``dataset``, a box is empty or outside its image, ``dataset`` has a
             ``transform``, a prior map is not ``S x S``, or ``classes`` or ``batch_size`` is
-            invalid.
+            invalid; with an explainer that has no ``model.labels``, if a box label is not
+            one of its outputs.
     """
     if classes not in ("positives", "true"):
         raise ValueError(f"classes must be 'positives' or 'true', got {classes!r}")
@@ -509,7 +588,7 @@ def score_localization(
         str(label): as_heatmap(value, f"prior[{label!r}]", shape=(size, size))
         for label, value in (prior or {}).items()
     }
-    findings = _finding_boxes(boxes, size)
+    findings = _finding_boxes(_scorable(boxes, _model_labels(cam)), size)
 
     csv_paths = base.frame["Path"].to_numpy()
     item_of: dict[str, int] = {}
@@ -597,6 +676,8 @@ def score_localization_cross_fitted(
             `score_localization` does.
     """
     base, positions = _items(dataset)
+    # Left out once here (and counted once in the log), not again in each half.
+    boxes = _scorable(boxes, _model_labels(cam))
     keys = {_path_key(path) for path in boxes["Path"]}
     csv_paths = base.frame["Path"].to_numpy()
     boxed = [item for item, at in enumerate(positions) if _path_key(csv_paths[at]) in keys]
