@@ -560,7 +560,8 @@ def _verdict_table(figures: Sequence[Figure]) -> pd.DataFrame:
             "baselines": ", ".join(f"{n} {v:.3f}" for n, v in figure.baselines.items()),
             "verdict": outcome,
         }
-    return pd.DataFrame.from_dict(rows, orient="index")
+    table: pd.DataFrame = pd.DataFrame.from_dict(rows, orient="index")
+    return table
 
 
 def _environment() -> dict[str, object]:
