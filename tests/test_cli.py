@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
 from pathlib import Path
@@ -146,7 +147,17 @@ def test_bad_uncertainty_is_a_usage_error(capsys: pytest.CaptureFixture[str]) ->
     assert "LABEL=POLICY" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("command", ["demo", "train", "evaluate", "explain"])
+def _commands() -> list[str]:
+    """Every subcommand the parser has, so that a new one is covered without editing tests."""
+    from chexviz.cli import _parser
+
+    (commands,) = (
+        action for action in _parser()._actions if isinstance(action, argparse._SubParsersAction)
+    )
+    return sorted(commands.choices)
+
+
+@pytest.mark.parametrize("command", _commands())
 def test_every_command_has_complete_help(command: str) -> None:
     out = subprocess.run(
         [sys.executable, "-m", "chexviz.cli", command, "--help"],
@@ -163,6 +174,24 @@ def test_every_command_has_complete_help(command: str) -> None:
     assert "(default: None)" not in flat
     for line in flat.split(" -"):
         assert line.count("default") <= 1, line
+
+
+def test_the_parser_lists_the_five_commands() -> None:
+    assert _commands() == ["demo", "evaluate", "explain", "localize", "train"]
+
+
+@pytest.mark.parametrize("command", [None, *_commands()])
+def test_no_help_text_shows_an_escaped_percent(
+    command: str | None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # argparse %-formats help= strings but prints description= and epilog= as written, so a
+    # "%%" there reaches the user verbatim (``evaluate --help`` showed "95%%").
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"] if command else ["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: chexviz")
+    assert "%%" not in out
 
 
 def test_demo_command_prints_a_summary(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from chexviz.data.synthetic import SIGN_LABELS
-from chexviz.demo import run_demo
+from chexviz.demo import DemoResult, Figure, demo_figures, format_summary, run_demo, verdict
 from conftest import trainers_on_device
 
 
@@ -80,8 +80,11 @@ def test_demo_writes_every_output(demo: tuple[Path, object]) -> None:
     assert {"hit_rate", "chance", "prior_hit_rate", "prior_iou", "prior_energy"} <= set(
         localisation.columns
     )
+    assert {"torch", "machine", "date"} <= set(summary["environment"])
+    assert len(summary["stages"]) == 7
     report = (out / "report.html").read_text()
     assert "anatomical prior" in report
+    assert "Every headline figure against every baseline" in report
     assert "majority class" in report
     assert "data-outcomes" in report
 
@@ -181,3 +184,108 @@ def test_demo_shows_its_stages_and_progress_on_a_terminal(tmp_path: Path) -> Non
     assert "%|" in before  # tqdm bars, drawn as they go
     assert "anatomical prior" in shown[summary:]
     assert "CheXlocalize" in shown[summary:]
+
+
+def _result(**changes: object) -> DemoResult:
+    """A demo result that beats every baseline, with `changes` applied."""
+    located = {
+        "miou": 0.4,
+        "miou_lower": 0.35,
+        "miou_upper": 0.45,
+        "hit_rate": 0.7,
+        "hit_rate_lower": 0.6,
+        "hit_rate_upper": 0.8,
+        "prior_miou": 0.3,
+        "prior_hit_rate": 0.5,
+        "chance_miou": 0.05,
+        "chance_hit_rate": 0.05,
+    }
+    fields: dict[str, object] = {
+        "out_dir": Path("demo-out"),
+        "images": 100,
+        "test_images": 20,
+        "macro_auroc": 0.8,
+        "sign_macro_auroc": 0.9,
+        "sign_macro_auroc_uncertain_excluded": 0.9,
+        "competition_auroc": 0.85,
+        "accuracy_at_half": 0.95,
+        "accuracy_tuned": 0.93,
+        "all_negative_accuracy": 0.857,
+        "majority_accuracy": 0.86,
+        "boxed_findings": 30,
+        "pointing_game": 0.8,
+        "pointing_chance": 0.127,
+        "pointing_prior": 0.6,
+        "iou": 0.5,
+        "iou_prior": 0.4,
+        "energy": 0.5,
+        "energy_prior": 0.45,
+        "chexlocalize": located,
+        "seconds": 1.0,
+        "report": Path("demo-out/report.html"),
+        "model": Path("demo-out/model.safetensors"),
+        "data": Path("data"),
+        "cache": Path("cache"),
+    }
+    if "chexlocalize" in changes:
+        located.update(changes.pop("chexlocalize"))  # type: ignore[call-overload]
+    fields.update(changes)
+    return DemoResult(**fields)  # type: ignore[arg-type]
+
+
+def test_verdict_names_a_figure_that_beats_every_baseline_as_a_win() -> None:
+    lines = verdict([Figure("AUROC", 0.9, {"chance": 0.5})])
+    assert lines == ["beats every baseline on: AUROC"]
+
+
+def test_verdict_names_each_baseline_a_figure_does_not_beat() -> None:
+    figures = [
+        Figure("accuracy", 0.691, {"all-negative": 0.857, "majority class": 0.857}),
+        Figure("energy", 0.125, {"flat map": 0.127, "anatomical prior": 0.1}),
+        Figure("IoU", 0.4, {"anatomical prior": 0.4}),  # a tie is not a win
+        Figure("AUROC", 0.9, {"chance": 0.5}),
+    ]
+    assert verdict(figures) == [
+        "does not beat all-negative on: accuracy (0.691 against 0.857)",
+        "does not beat majority class on: accuracy (0.691 against 0.857)",
+        "does not beat flat map on: energy (0.125 against 0.127)",
+        "does not beat anatomical prior on: IoU (0.400 against 0.400)",
+        "beats every baseline on: AUROC",
+    ]
+
+
+def test_verdict_names_an_undefined_figure() -> None:
+    lines = verdict([Figure("AUROC", math.nan, {"chance": 0.5})])
+    assert lines == ["undefined, so not compared: AUROC"]
+
+
+@pytest.mark.parametrize(
+    ("changes", "named"),
+    [
+        ({"accuracy_tuned": 0.691}, "does not beat all-negative on: accuracy at the tuned"),
+        ({"accuracy_at_half": 0.858}, "does not beat majority class on: accuracy at 0.5"),
+        ({"competition_auroc": 0.45}, "does not beat chance on: mean AUROC"),
+        ({"pointing_game": 0.1}, "does not beat random point on: pointing game"),
+        ({"pointing_game": 0.5}, "does not beat anatomical prior on: pointing game"),
+        ({"iou": 0.3}, "does not beat anatomical prior on: IoU"),
+        ({"energy": 0.125}, "does not beat flat map on: energy in the boxes (0.125 against 0.127)"),
+        ({"chexlocalize": {"miou": 0.04}}, "does not beat whole image on: CheXlocalize mIoU"),
+        ({"chexlocalize": {"hit_rate": 0.04}}, "does not beat random point on: CheXlocalize hit"),
+    ],
+)
+def test_demo_summary_names_every_loss_to_a_baseline(
+    changes: dict[str, object], named: str
+) -> None:
+    text = format_summary(_result(**changes), backbone="simple_cnn", epochs=1)
+    assert named in text
+
+
+def test_demo_summary_names_the_wins_when_nothing_is_lost() -> None:
+    text = format_summary(_result(), backbone="simple_cnn", epochs=1)
+    assert "does not beat" not in text
+    assert "beats every baseline on: macro-AUROC, the drawn signs;" in text
+    assert "CheXlocalize hit rate" in text.splitlines()[-2]
+
+
+def test_every_demo_figure_has_a_baseline() -> None:
+    assert all(figure.baselines for figure in demo_figures(_result()))

@@ -255,7 +255,7 @@ def _parser() -> argparse.ArgumentParser:
         "and the all-negative and majority-class baselines, twice: with uncertain labels "
         "counted as negative (the reference study's choice), then with them left out. The "
         "answers are the CSV's own cells, whatever policy the model was trained with. With "
-        "--dataset, validate externally instead: per-label AUROC with 95%% bootstrap intervals "
+        "--dataset, validate externally instead: per-label AUROC with 95% bootstrap intervals "
         "over patients on the labels the data set shares with the model, their mean, chance "
         "(0.5) and the model's internal test AUROC when its file carries it.",
     )

@@ -13,14 +13,16 @@ the stages at INFO level.
 
 from __future__ import annotations
 
+import datetime
 import json
 import logging
 import math
 import os
+import platform
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +31,7 @@ import torch
 from tqdm.auto import tqdm
 
 from chexviz._internal.atomic import write_bytes_atomic
+from chexviz._version import __version__
 from chexviz.data.boxes import load_boxes, scale_boxes
 from chexviz.data.chexlocalize import read_chexlocalize
 from chexviz.data.dataset import CheXpertDataset
@@ -57,9 +60,12 @@ __all__ = [
     "DEFAULT_LR",
     "SPLIT_FRACTIONS",
     "DemoResult",
+    "Figure",
     "default_data_dir",
+    "demo_figures",
     "format_summary",
     "run_demo",
+    "verdict",
 ]
 
 logger = logging.getLogger(__name__)
@@ -158,10 +164,12 @@ class _Stages:
     def __init__(self, progress: bool) -> None:
         self.visible = progress and sys.stderr.isatty()
         self.number = 0
+        self.announced: list[str] = []
 
     def __call__(self, message: str, *args: object) -> None:
         self.number += 1
         text = message % args if args else message
+        self.announced.append(text)
         if self.visible:
             tqdm.write(f"chexviz demo [{self.number}/{_STAGES}] {text}", file=sys.stderr)
         else:
@@ -316,24 +324,6 @@ def run_demo(
     for rank, (explanation, i) in enumerate(_with_positives(explanations)[:figures]):
         save_study_figure(explanation, out / "figures" / f"test_{rank:02d}.png", index=i)
 
-    stage("writing the HTML report")
-    report = write_html_report(
-        explanations,
-        out / "report.html",
-        names=names,
-        title=f"chexviz demo: {backbone} on {len(test)} synthetic test images",
-        truth=evaluation_targets(test),
-        boxes=_boxes_per_image(boxes, test, image_size),
-        summaries={
-            f"Classification on the {len(test)} test images (uncertain labels negative)": (
-                _classification_table(metrics, excluded)
-            ),
-            "Localisation of the boxed findings: Grad-CAM, chance and the anatomical prior": (
-                summary
-            ),
-        },
-    )
-
     # Boxes exist only for SIGN_LABELS, so the pooled "overall" row is the signs' score.
     overall = summary.loc["overall"]
     result = DemoResult(
@@ -357,13 +347,36 @@ def run_demo(
         energy=float(overall["energy"]),
         energy_prior=float(overall["prior_energy"]),
         chexlocalize=localized,
-        seconds=time.perf_counter() - started,
-        report=report,
+        seconds=math.nan,
+        report=out / "report.html",
         model=model_path,
         data=folder,
         cache=cache_dir,
     )
-    summary_text = json.dumps(asdict(result), default=str, indent=2) + "\n"
+
+    stage("writing the HTML report")
+    write_html_report(
+        explanations,
+        result.report,
+        names=names,
+        title=f"chexviz demo: {backbone} on {len(test)} synthetic test images",
+        truth=evaluation_targets(test),
+        boxes=_boxes_per_image(boxes, test, image_size),
+        summaries={
+            "Every headline figure against every baseline it has to beat": _verdict_table(
+                demo_figures(result)
+            ),
+            f"Classification on the {len(test)} test images (uncertain labels negative)": (
+                _classification_table(metrics, excluded)
+            ),
+            "Localisation of the boxed findings: Grad-CAM, chance and the anatomical prior": (
+                summary
+            ),
+        },
+    )
+    result = replace(result, seconds=time.perf_counter() - started)
+    summary_json = {**asdict(result), "stages": stage.announced, "environment": _environment()}
+    summary_text = json.dumps(summary_json, default=str, indent=2) + "\n"
     write_bytes_atomic(out / "summary.json", summary_text.encode())
     return result
 
@@ -383,8 +396,129 @@ def _chexlocalize(
     return {key: float(mean[key]) for key in keys}
 
 
+@dataclass(frozen=True)
+class Figure:
+    """One headline figure of a demo run beside the trivial baselines it has to beat.
+
+    Attributes:
+        name: What it measures, as the summary prints it.
+        value: The figure (NaN when undefined, e.g. an AUROC without positives).
+        baselines: Baseline name -> the baseline's value on the same figure.
+        interval: Its 95% confidence interval, where one was computed.
+    """
+
+    name: str
+    value: float
+    baselines: dict[str, float]
+    interval: tuple[float, float] | None = None
+
+
+def demo_figures(result: DemoResult) -> list[Figure]:
+    """Every headline figure of a demo run, each with every baseline the run computed for it.
+
+    Args:
+        result: What [`run_demo`][chexviz.demo.run_demo] returned.
+
+    Returns:
+        The figures in the order ``chexviz demo`` prints them.
+    """
+    chance = {"chance": 0.5}
+    constants = {
+        "all-negative": result.all_negative_accuracy,
+        "majority class": result.majority_accuracy,
+    }
+    located = result.chexlocalize
+    return [
+        Figure("macro-AUROC, the drawn signs", result.sign_macro_auroc, chance),
+        Figure(
+            "macro-AUROC, signs, uncertain labels left out",
+            result.sign_macro_auroc_uncertain_excluded,
+            chance,
+        ),
+        Figure("macro-AUROC, all 14 labels", result.macro_auroc, chance),
+        Figure("mean AUROC, 5 CheXpert competition labels", result.competition_auroc, chance),
+        Figure("accuracy at 0.5 (the study's metric)", result.accuracy_at_half, constants),
+        Figure("accuracy at the tuned thresholds", result.accuracy_tuned, constants),
+        Figure(
+            f"pointing game, {result.boxed_findings} boxed findings",
+            result.pointing_game,
+            {"random point": result.pointing_chance, "anatomical prior": result.pointing_prior},
+        ),
+        Figure("IoU with the boxes", result.iou, {"anatomical prior": result.iou_prior}),
+        Figure(
+            "energy in the boxes",
+            result.energy,
+            # A flat map puts the box's share of the image in it: the random point's chance.
+            {"flat map": result.pointing_chance, "anatomical prior": result.energy_prior},
+        ),
+        Figure(
+            "CheXlocalize mIoU",
+            located["miou"],
+            {"whole image": located["chance_miou"], "anatomical prior": located["prior_miou"]},
+            (located["miou_lower"], located["miou_upper"]),
+        ),
+        Figure(
+            "CheXlocalize hit rate",
+            located["hit_rate"],
+            {
+                "random point": located["chance_hit_rate"],
+                "anatomical prior": located["prior_hit_rate"],
+            },
+            (located["hit_rate_lower"], located["hit_rate_upper"]),
+        ),
+    ]
+
+
+def verdict(figures: Sequence[Figure]) -> list[str]:
+    """Names every figure that does not beat one of its baselines, and those that beat them all.
+
+    A figure beats a baseline when it is strictly higher (every demo figure is "higher is
+    better"); a tie is not a win. An undefined figure or baseline (NaN) is named as such rather
+    than counted either way.
+
+    Args:
+        figures: The figures with their baselines (see
+            [`demo_figures`][chexviz.demo.demo_figures]).
+
+    Returns:
+        One line per baseline that some figure does not beat (``does not beat all-negative on:
+        accuracy at the tuned thresholds (0.691 against 0.857)``), in the order the baselines
+        first appear, then one line for the undefined figures and one naming the figures that
+        beat every baseline; a line is left out when it would be empty.
+    """
+    losses: dict[str, list[str]] = {}
+    undefined: list[str] = []
+    wins: list[str] = []
+    for figure in figures:
+        unbeaten = _unbeaten(figure)
+        if unbeaten is None:
+            undefined.append(figure.name)
+        elif not unbeaten:
+            wins.append(figure.name)
+        for baseline in unbeaten or ():
+            losses.setdefault(baseline, []).append(
+                f"{figure.name} ({figure.value:.3f} against {figure.baselines[baseline]:.3f})"
+            )
+    lines = [f"does not beat {name} on: {'; '.join(names)}" for name, names in losses.items()]
+    if undefined:
+        lines.append(f"undefined, so not compared: {'; '.join(undefined)}")
+    if wins:
+        lines.append(f"beats every baseline on: {'; '.join(wins)}")
+    return lines
+
+
+def _unbeaten(figure: Figure) -> list[str] | None:
+    """The baselines the figure does not beat, or None when it or one of them is undefined."""
+    if math.isnan(figure.value) or any(math.isnan(v) for v in figure.baselines.values()):
+        return None
+    return [name for name, value in figure.baselines.items() if not figure.value > value]
+
+
 def format_summary(result: DemoResult, *, backbone: str, epochs: int) -> str:
     """The figures of a demo run as ``chexviz demo`` prints them, each beside its baselines.
+
+    The closing lines are the [`verdict`][chexviz.demo.verdict]: every figure that does not
+    beat one of its baselines, by baseline, then the figures that beat them all.
 
     Args:
         result: What [`run_demo`][chexviz.demo.run_demo] returned.
@@ -394,77 +528,55 @@ def format_summary(result: DemoResult, *, backbone: str, epochs: int) -> str:
     Returns:
         A few lines of text, the last naming the report.
     """
-    rows = [
-        ("macro-AUROC, the drawn signs", result.sign_macro_auroc, "chance 0.500"),
-        (
-            "  the same, uncertain labels left out",
-            result.sign_macro_auroc_uncertain_excluded,
-            "chance 0.500",
-        ),
-        ("macro-AUROC, all 14 labels", result.macro_auroc, "chance 0.500"),
-        ("mean AUROC, 5 CheXpert competition labels", result.competition_auroc, "chance 0.500"),
-        (
-            "accuracy at 0.5 (the study's metric)",
-            result.accuracy_at_half,
-            f"all-negative {result.all_negative_accuracy:.3f}, "
-            f"majority class {result.majority_accuracy:.3f}",
-        ),
-        (
-            "accuracy at the tuned thresholds",
-            result.accuracy_tuned,
-            f"all-negative {result.all_negative_accuracy:.3f}, "
-            f"majority class {result.majority_accuracy:.3f}",
-        ),
-        (
-            f"pointing game, {result.boxed_findings} boxed findings",
-            result.pointing_game,
-            f"random point {result.pointing_chance:.3f}, "
-            f"anatomical prior {result.pointing_prior:.3f}",
-        ),
-        ("IoU with the boxes", result.iou, f"anatomical prior {result.iou_prior:.3f}"),
-        (
-            "energy in the boxes",
-            result.energy,
-            f"flat map {result.pointing_chance:.3f}, anatomical prior {result.energy_prior:.3f}",
-        ),
-    ]
+    figures = demo_figures(result)
     lines = [
         f"chexviz demo: {result.images} synthetic frontal images, {backbone}, {epochs} epochs, "
-        f"{result.seconds:.0f} s; on the {result.test_images} test images:",
-        f"  {'':44} {'chexviz':>8}   baselines",
+        f"{result.seconds:.0f} s; on the {result.test_images} test images",
+        "(CheXlocalize: on the validation patients, mean over pathologies, with its 95% CI):",
+        f"  {'':45} {'chexviz':>8}   baselines",
     ]
-    lines += [f"  {name:44} {value:8.3f}   {baseline}" for name, value, baseline in rows]
-    behind = [
-        name
-        for name, ours, prior in (
-            ("pointing game", result.pointing_game, result.pointing_prior),
-            ("IoU", result.iou, result.iou_prior),
-            ("energy", result.energy, result.energy_prior),
-        )
-        if not ours > prior
-    ]
-    located = result.chexlocalize
-    lines += [
-        "  CheXlocalize protocol on the validation patients (mean over pathologies, 95% CI):",
-        f"  {'  mIoU':44} {located['miou']:8.3f}   [{located['miou_lower']:.3f}, "
-        f"{located['miou_upper']:.3f}]; whole image {located['chance_miou']:.3f}, "
-        f"anatomical prior {located['prior_miou']:.3f}",
-        f"  {'  hit rate':44} {located['hit_rate']:8.3f}   [{located['hit_rate_lower']:.3f}, "
-        f"{located['hit_rate_upper']:.3f}]; random point {located['chance_hit_rate']:.3f}, "
-        f"anatomical prior {located['prior_hit_rate']:.3f}",
-    ]
-    behind += [
-        f"CheXlocalize {name}"
-        for name, ours, prior in (
-            ("mIoU", located["miou"], located["prior_miou"]),
-            ("hit rate", located["hit_rate"], located["prior_hit_rate"]),
-        )
-        if not ours > prior
-    ]
-    if behind:
-        lines.append(f"  Grad-CAM does not beat the anatomical prior on: {', '.join(behind)}")
+    for figure in figures:
+        shown = ", ".join(f"{name} {value:.3f}" for name, value in figure.baselines.items())
+        if figure.interval is not None:
+            lower, upper = figure.interval
+            shown = f"[{lower:.3f}, {upper:.3f}]; {shown}"
+        lines.append(f"  {figure.name:45} {figure.value:8.3f}   {shown}")
+    lines += [f"  {line}" for line in verdict(figures)]
     lines.append(f"  report: {result.report}")
     return "\n".join(lines)
+
+
+def _verdict_table(figures: Sequence[Figure]) -> pd.DataFrame:
+    """The report's view of the verdict: each figure, its baselines and what it does not beat."""
+    rows = {}
+    for figure in figures:
+        unbeaten = _unbeaten(figure)
+        if unbeaten is None:
+            outcome = "undefined"
+        else:
+            outcome = f"does not beat {', '.join(unbeaten)}" if unbeaten else "beats every baseline"
+        rows[figure.name] = {
+            "chexviz": figure.value,
+            "baselines": ", ".join(f"{n} {v:.3f}" for n, v in figure.baselines.items()),
+            "verdict": outcome,
+        }
+    table: pd.DataFrame = pd.DataFrame.from_dict(rows, orient="index")
+    return table
+
+
+def _environment() -> dict[str, object]:
+    """What the figures depend on beyond the seed: they vary a little across these."""
+    return {
+        "chexviz": __version__,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
 
 
 def _macro(metrics: Metrics, labels: Sequence[str]) -> float:
