@@ -23,6 +23,7 @@ by [`list_backbones`][chexviz.models.registry.list_backbones]):
 from __future__ import annotations
 
 import fnmatch
+import functools
 import importlib
 import logging
 import math
@@ -361,11 +362,7 @@ def _prefixed_builder(name: str) -> BackboneBuilder | None:
     for prefix, (module, function) in _PREFIXES.items():
         if name.startswith(prefix):
             build: Callable[..., Backbone] = getattr(importlib.import_module(module), function)
-
-            def builder(*, pretrained: bool, in_channels: int) -> Backbone:
-                return build(name, pretrained=pretrained, in_channels=in_channels)
-
-            return builder
+            return functools.partial(build, name)
     return None
 
 
