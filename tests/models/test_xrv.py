@@ -179,3 +179,17 @@ def test_center_crop_resize_matches_xrv_crop() -> None:
     cropped = xrv.datasets.XRayCenterCrop()(image.numpy())
     torch.testing.assert_close(center_crop_resize(image, 30), torch.from_numpy(cropped))
     assert center_crop_resize(image, 16).shape == (1, 16, 16)
+
+
+def test_cli_explains_with_an_xrv_spec(cache: Path, tmp_path: Path) -> None:
+    from PIL import Image
+
+    from chexviz.cli import main
+
+    _publish_densenet(cache, CHEX)
+    image = tmp_path / "cxr.png"
+    Image.fromarray(np.random.default_rng(1).integers(0, 256, (240, 200), np.uint8)).save(image)
+    out = tmp_path / "out"
+    code = main(["explain", str(image), "--model", f"xrv:{CHEX}", "--out", str(out)])
+    assert code in (0, None)
+    assert (out / "report.html").is_file()

@@ -58,7 +58,7 @@ _PREFIXES: dict[str, tuple[str, str]] = {
     "xrv/": ("chexviz.models.xrv", "build_xrv_backbone"),
 }
 _PREFIX_HINT = (
-    "; any timm model is also available as 'timm/<name>' (pip install \"chexviz[timm]\") and "
+    "; any timm model is also available as 'timm/<name>' (pip install chexviz[timm]) and "
     "torchxrayvision's networks as 'xrv/<weights name>'"
 )
 
