@@ -356,9 +356,11 @@ def from_torchxrayvision(
         dropout=0.0,
         image_size=resolution,
     )
+    head_fc = model.head.get_submodule("fc")
+    assert isinstance(head_fc, nn.Linear)  # the linear head is pooling, dropout and fc
     with torch.no_grad():
-        model.head.fc.weight.copy_(fc.weight[keep])
-        model.head.fc.bias.copy_(fc.bias[keep])
+        head_fc.weight.copy_(fc.weight[keep])
+        head_fc.bias.copy_(fc.bias[keep])
     model.set_thresholds(_thresholds(op, keep))
     logger.info("torchxrayvision %s: %d outputs kept of %d", name, len(keep), len(pathologies))
     return model.eval()
