@@ -63,6 +63,7 @@ from chexviz.models.registry import (
     register_backbone,
 )
 from chexviz.models.serialization import WeightFileError, read_extra
+from chexviz.models.xrv import from_torchxrayvision
 from chexviz.training.external import validate_externally
 from chexviz.training.history import EpochRecord, History
 from chexviz.training.losses import (
@@ -112,6 +113,7 @@ __all__ = [
     "encode_labels",
     "energy_in_box",
     "evaluation_targets",
+    "from_torchxrayvision",
     "insertion_score",
     "list_backbones",
     "list_heads",

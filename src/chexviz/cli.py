@@ -21,6 +21,7 @@ from chexviz.models.heads import list_heads
 
 if TYPE_CHECKING:
     from chexviz.data.dataset import CheXpertDataset
+    from chexviz.models.classifier import MultiLabelClassifier
     from chexviz.training.metrics import Metrics
     from chexviz.training.trainer import Trainer
 
@@ -259,9 +260,7 @@ def _parser() -> argparse.ArgumentParser:
         "over patients on the labels the data set shares with the model, their mean, chance "
         "(0.5) and the model's internal test AUROC when its file carries it.",
     )
-    evaluate.add_argument(
-        "--model", type=Path, required=True, help="a model written by chexviz train or demo"
-    )
+    evaluate.add_argument("--model", type=_model_spec, required=True, help=_MODEL_HELP)
     evaluate.add_argument(
         "--data",
         type=Path,
@@ -292,9 +291,7 @@ def _parser() -> argparse.ArgumentParser:
     explain.add_argument(
         "images", type=Path, nargs="+", metavar="IMAGE", help="X-ray image files (JPEG, PNG)"
     )
-    explain.add_argument(
-        "--model", type=Path, required=True, help="a model written by chexviz train or demo"
-    )
+    explain.add_argument("--model", type=_model_spec, required=True, help=_MODEL_HELP)
     explain.add_argument(
         "--out", type=Path, required=True, help="folder for the figures and report.html"
     )
@@ -322,7 +319,7 @@ def _parser() -> argparse.ArgumentParser:
         "With --nih-boxes instead of --ground-truth, score against NIH ChestX-ray14's boxes "
         "(pointing game, IoU and energy beside chance and a cross-fitted anatomical prior).",
     )
-    localize.add_argument("--model", type=Path, required=True, help="a .safetensors model")
+    localize.add_argument("--model", type=_model_spec, required=True, help=_MODEL_HELP)
     localize.add_argument(
         "--data",
         type=Path,
@@ -476,6 +473,35 @@ def _run_train(args: argparse.Namespace) -> None:
         print(f"model: {args.out / 'model.safetensors'}")
 
 
+_MODEL_HELP = (
+    "a model written by chexviz train or demo (.safetensors), or xrv:<weights name> for a "
+    "torchxrayvision model in its cache (e.g. xrv:densenet121-res224-chex)"
+)
+
+
+def _model_spec(text: str) -> str | Path:
+    """Parses ``--model``: ``xrv:<weights name>`` stays a string, anything else is a path."""
+    from chexviz.models.xrv import XRV_SPEC_PREFIX
+
+    if text.startswith(XRV_SPEC_PREFIX):
+        if not text[len(XRV_SPEC_PREFIX) :]:
+            raise argparse.ArgumentTypeError(
+                "xrv: needs a weights name, e.g. xrv:densenet121-res224-chex"
+            )
+        return text
+    return Path(text)
+
+
+def _load_model(spec: str | Path) -> MultiLabelClassifier:
+    """The model ``--model`` names (see ``_model_spec``), in eval mode."""
+    from chexviz.models.classifier import MultiLabelClassifier
+    from chexviz.models.xrv import from_torchxrayvision
+
+    if isinstance(spec, str):
+        return from_torchxrayvision(spec)
+    return MultiLabelClassifier.load(spec)
+
+
 def _run_evaluate(args: argparse.Namespace) -> None:
     if args.dataset is not None:
         _run_external(args)
@@ -483,10 +509,9 @@ def _run_evaluate(args: argparse.Namespace) -> None:
     if args.split is not None:
         raise ValueError("--split needs --dataset (for a CheXpert CSV, use --csv)")
     from chexviz.data.dataset import CheXpertDataset
-    from chexviz.models.classifier import MultiLabelClassifier
     from chexviz.training.trainer import Trainer
 
-    model = MultiLabelClassifier.load(args.model)
+    model = _load_model(args.model)
     data = CheXpertDataset(
         args.data,
         args.csv,
@@ -574,7 +599,6 @@ def _run_external(args: argparse.Namespace) -> None:
     from chexviz.data.label_mapping import NIH_UNMAPPED
     from chexviz.data.mimic import MIMICCXRDataset
     from chexviz.data.nih import NIHChestXray14Dataset
-    from chexviz.models.classifier import MultiLabelClassifier
     from chexviz.training.external import read_internal_metrics, validate_externally
 
     default, splits = _EXTERNAL_SPLITS[args.dataset]
@@ -584,7 +608,7 @@ def _run_external(args: argparse.Namespace) -> None:
     if args.bootstrap < 0:
         raise ValueError(f"--bootstrap must be at least 0, got {args.bootstrap}")
     official: Any = None if split == "all" else split  # checked against the choices above
-    model = MultiLabelClassifier.load(args.model)
+    model = _load_model(args.model)
     common: dict[str, Any] = {
         "image_size": model.image_size,
         "in_channels": model.in_channels,
@@ -611,7 +635,7 @@ def _run_external(args: argparse.Namespace) -> None:
         seed=args.seed,
         device=args.device,
         progress=args.progress,
-        internal=read_internal_metrics(args.model),
+        internal=read_internal_metrics(args.model) if isinstance(args.model, Path) else None,
     )
     frame = result.to_frame()
     if args.out is not None:
@@ -640,9 +664,8 @@ def _run_external(args: argparse.Namespace) -> None:
 def _run_explain(args: argparse.Namespace) -> None:
     from chexviz.explain.gradcam import GradCAM
     from chexviz.explain.report import save_study_figure, write_html_report
-    from chexviz.models.classifier import MultiLabelClassifier
 
-    model = MultiLabelClassifier.load(args.model)
+    model = _load_model(args.model)
     args.out.mkdir(parents=True, exist_ok=True)
     cam = GradCAM(model, method=args.method)
     explanation = cam.explain([str(path) for path in args.images], classes=args.classes)
@@ -660,12 +683,11 @@ def _run_localize(args: argparse.Namespace) -> None:
     from chexviz.data.dataset import CheXpertDataset
     from chexviz.explain.chexlocalize import read_tuning_csv, run_chexlocalize
     from chexviz.explain.gradcam import GradCAM
-    from chexviz.models.classifier import MultiLabelClassifier
 
     ground_truth = read_chexlocalize(args.ground_truth)
     thresholds = read_tuning_csv(args.thresholds) if args.thresholds else None
     cutoffs = read_tuning_csv(args.cutoffs) if args.cutoffs else None
-    model = MultiLabelClassifier.load(args.model)
+    model = _load_model(args.model)
     data = CheXpertDataset(
         args.data,
         args.csv,
@@ -705,9 +727,8 @@ def _run_localize_nih(args: argparse.Namespace) -> None:
         summarize_localization,
         unscored_boxes,
     )
-    from chexviz.models.classifier import MultiLabelClassifier
 
-    model = MultiLabelClassifier.load(args.model)
+    model = _load_model(args.model)
     side = args.nih_image_size
     boxes = read_nih_boxes(args.nih_boxes, drawn_on=(side, side), root=args.data)
     sizes = boxes[["width", "height"]].value_counts()

@@ -13,6 +13,7 @@ from chexviz.models.registry import (
     register_backbone,
 )
 from chexviz.models.serialization import WeightFileError, read_extra
+from chexviz.models.xrv import from_torchxrayvision
 
 __all__ = [
     "Backbone",
@@ -20,6 +21,7 @@ __all__ = [
     "MultiLabelClassifier",
     "WeightFileError",
     "create_backbone",
+    "from_torchxrayvision",
     "list_backbones",
     "list_heads",
     "read_extra",

@@ -77,7 +77,9 @@ class MultiLabelClassifier(nn.Module):
 
     Args:
         backbone: Registered backbone name (see
-            [`list_backbones`][chexviz.models.registry.list_backbones]).
+            [`list_backbones`][chexviz.models.registry.list_backbones]), or a
+            [`Backbone`][chexviz.models.registry.Backbone] already built (``pretrained`` is then
+            ignored; ``from_config`` rebuilds it by its ``info.name``).
         num_labels: Number of outputs; None means ``len(labels)``. Without ``labels``, a count
             other than 14 names the outputs ``label_0``, ``label_1``, ...
         in_channels: 1 (greyscale) or 3 (RGB).
@@ -116,7 +118,7 @@ class MultiLabelClassifier(nn.Module):
 
     def __init__(
         self,
-        backbone: str,
+        backbone: str | Backbone,
         num_labels: int | None = None,
         *,
         in_channels: int = 1,
@@ -132,12 +134,22 @@ class MultiLabelClassifier(nn.Module):
         self.dropout = default_dropout(head) if dropout is None else float(dropout)
         if isinstance(image_size, bool) or not isinstance(image_size, int):
             raise ValueError(f"image_size must be an integer, got {image_size!r}")
-        self.backbone = create_backbone(backbone, pretrained=pretrained, in_channels=in_channels)
+        if isinstance(backbone, Backbone):
+            if backbone.info.in_channels != in_channels:
+                raise ValueError(
+                    f"backbone {backbone.info.name!r} takes {backbone.info.in_channels} "
+                    f"channel(s), but in_channels={in_channels}"
+                )
+            self.backbone = backbone
+        else:
+            self.backbone = create_backbone(
+                backbone, pretrained=pretrained, in_channels=in_channels
+            )
         self.pretrained_weights: str | None = self.backbone.info.weights
         info = self.backbone.info
         if image_size < info.min_input_size:
             raise ValueError(
-                f"image_size={image_size} is below backbone {backbone!r}'s minimum input size "
+                f"image_size={image_size} is below backbone {info.name!r}'s minimum input size "
                 f"{info.min_input_size}"
             )
         self.in_channels = in_channels

@@ -11,11 +11,19 @@ The built-in backbones live in [`chexviz.models.backbones`][chexviz.models.backb
 packages add
 their own through the ``chexviz.backbones`` entry-point group; those are discovered the first
 time the registry is listed or queried (see the models guide).
+
+Two name prefixes reach whole model zoos without registering each name (they are not listed
+by [`list_backbones`][chexviz.models.registry.list_backbones]):
+
+* ``timm/<name>``: any timm model (``pip install "chexviz[timm]"``), see
+  [`chexviz.models.timm_backbones`][chexviz.models.timm_backbones];
+* ``xrv/<weights>``: a torchxrayvision network, see [`chexviz.models.xrv`][chexviz.models.xrv].
 """
 
 from __future__ import annotations
 
 import fnmatch
+import functools
 import importlib
 import logging
 import math
@@ -44,6 +52,16 @@ logger = logging.getLogger(__name__)
 ENTRY_POINT_GROUP = "chexviz.backbones"
 """The entry-point group scanned for third-party backbones."""
 
+# Name prefix -> (module, builder): families built on demand rather than registered one by one.
+_PREFIXES: dict[str, tuple[str, str]] = {
+    "timm/": ("chexviz.models.timm_backbones", "build_timm_backbone"),
+    "xrv/": ("chexviz.models.xrv", "build_xrv_backbone"),
+}
+_PREFIX_HINT = (
+    "; any timm model is also available as 'timm/<name>' (pip install chexviz[timm]) and "
+    "torchxrayvision's networks as 'xrv/<weights name>'"
+)
+
 
 @dataclass(frozen=True)
 class BackboneInfo:
@@ -66,6 +84,9 @@ class BackboneInfo:
             map (VGG-16: 2, its block5 pool, which Keras' ``include_top=False`` base ends
             with). The heads that reproduce the reference study (``mlp``,
             ``study_attention``) apply it; 1 means none.
+        input_size: Side of the square input the pretrained weights were trained at (timm's
+            ``pretrained_cfg["input_size"]``, torchxrayvision's resolution); None when not
+            declared. Informative: the classifier's ``image_size`` is chosen by its caller.
     """
 
     name: str
@@ -77,6 +98,7 @@ class BackboneInfo:
     first_conv: str | None = None
     weights: str | None = None
     final_pool: int = 1
+    input_size: int | None = None
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -98,6 +120,8 @@ class BackboneInfo:
             raise ValueError(f"BackboneInfo.final_pool must be an int, got {self.final_pool!r}")
         if self.final_pool < 1:
             raise ValueError(f"BackboneInfo.final_pool must be >= 1, got {self.final_pool}")
+        if self.input_size is not None and self.input_size < 1:
+            raise ValueError(f"BackboneInfo.input_size must be >= 1, got {self.input_size}")
 
     @property
     def in_channels(self) -> int:
@@ -264,6 +288,10 @@ def list_backbones(
 ) -> list[str]:
     """List registered backbone names.
 
+    The prefixed families are not listed (timm alone has over a thousand models): any timm
+    model is available as ``"timm/<name>"`` (``timm.list_models()`` lists them) and
+    torchxrayvision's networks as ``"xrv/<weights name>"``.
+
     Args:
         include: ``fnmatch`` pattern(s); a name is listed when it matches any of them.
         exclude: ``fnmatch`` pattern(s); a name matching any of them is left out.
@@ -289,17 +317,21 @@ def create_backbone(name: str, *, pretrained: bool = False, in_channels: int = 1
     """Build a registered backbone.
 
     Args:
-        name: Registry name, one of [`list_backbones`][chexviz.models.registry.list_backbones].
-        pretrained: Load ImageNet weights through torchvision's weights API (downloads them
-            on first use); the first convolution is adapted when ``in_channels`` is 1.
+        name: Registry name, one of [`list_backbones`][chexviz.models.registry.list_backbones],
+            ``"timm/<timm model name>"`` or ``"xrv/<torchxrayvision weights name>"``.
+        pretrained: Load pretrained weights (torchvision's or timm's ImageNet weights,
+            downloaded on first use; torchxrayvision's from its cache, read without unpickling
+            code); the first convolution is adapted when ``in_channels`` is 1.
         in_channels: 1 for greyscale or 3 for RGB input.
 
     Returns:
         The backbone, in training mode.
 
     Raises:
-        KeyError: If ``name`` is not registered (the message lists the registered names) or
-            names a plugin that failed to load.
+        KeyError: If ``name`` is not registered (the message lists the registered names, or
+            for a ``timm/`` name timm's close matches) or names a plugin that failed to load.
+        ImportError: If a ``timm/`` or ``xrv/`` name's package is not installed (the message
+            says what to install).
         ValueError: If ``in_channels`` is not supported, or the builder returned something
             inconsistent with its registration.
     """
@@ -308,6 +340,8 @@ def create_backbone(name: str, *, pretrained: bool = False, in_channels: int = 1
         raise ValueError(f"in_channels must be a positive integer, got {in_channels!r}")
     builder = _BUILDERS.get(name)
     if builder is None:
+        builder = _prefixed_builder(name)
+    if builder is None:
         if name in _BROKEN_PLUGINS:
             raise KeyError(
                 f"backbone {name!r} comes from a plugin that failed to load: "
@@ -315,11 +349,21 @@ def create_backbone(name: str, *, pretrained: bool = False, in_channels: int = 1
             )
         raise KeyError(
             f"unknown backbone {name!r}; registered backbones: {', '.join(sorted(_BUILDERS))}"
+            f"{_PREFIX_HINT}"
         )
     backbone = builder(pretrained=pretrained, in_channels=in_channels)
     _check_built(name, in_channels, backbone)
     logger.debug("built backbone %s (pretrained=%s, in_channels=%d)", name, pretrained, in_channels)
     return backbone
+
+
+def _prefixed_builder(name: str) -> BackboneBuilder | None:
+    """The builder of a prefixed family (``timm/``, ``xrv/``), imported only when used."""
+    for prefix, (module, function) in _PREFIXES.items():
+        if name.startswith(prefix):
+            build: Callable[..., Backbone] = getattr(importlib.import_module(module), function)
+            return functools.partial(build, name)
+    return None
 
 
 def _check_built(name: str, in_channels: int, backbone: object) -> None:
