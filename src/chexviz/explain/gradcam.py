@@ -101,13 +101,34 @@ class GradCAM:
 
     **Target layer.** ``target_layer=None`` takes the model's own ``target_layer`` attribute
     when it is a module (chexviz classifiers name the last feature map of their backbone).
-    Otherwise the layer is found by tracing one forward pass of a dummy input (``image_size``
-    of the model, else 224 px, with the input channels of its first ``Conv2d``): the target is
-    the **last module to finish whose output is a 4-D tensor** ``[B, C, h, w]`` **with**
-    ``h, w > 1``, skipping adaptive (global) pooling layers and modules called more than once.
+    Otherwise, when the model is or contains a transformer-style network chexviz recognises by
+    its structure (torchvision ``VisionTransformer``, ``SwinTransformer``, ``MaxVit``,
+    ``ConvNeXt``; timm vision transformers, Swin, ConvNeXt and MaxViT), that network's last
+    block is the target: for a ViT that pools its class token, the last block's input norm
+    (``blocks.11.norm1``, ``encoder.layers.encoder_layer_11.ln_1``), since the patch tokens
+    leaving the last block never reach the head; for Swin its final norm; for MaxViT and
+    ConvNeXt the last stage. Otherwise the layer is found by tracing one forward pass of a
+    dummy input (``image_size`` of the model, else 224 px, with the input channels of its first
+    ``Conv2d``): the target is the **last module to finish whose output is a 4-D tensor**
+    ``[B, C, h, w]`` **with** ``h, w > 1``, skipping adaptive (global) pooling layers and
+    modules called more than once.
     For a torchvision DenseNet that is ``features``, for a ResNet ``layer4``, for a VGG
     ``features``. A finer map is often more useful on small inputs (DenseNet-121's last map is
-    4x4 at 128 px): pass an earlier layer, or several layers to fuse them.
+    4x4 at 128 px): pass an earlier layer, or several layers to fuse them. If the traced map is
+    followed by token sequences ``[B, N, C]`` it is a patch embedding, and ``GradCAM`` raises
+    an error listing the token layers instead of explaining the stem.
+
+    **Token and channels-last layers.** A layer inside a recognised network is viewed as a map
+    ``[B, C, h, w]`` from what the network says: a ViT's tokens lose their prefix tokens
+    (timm's ``num_prefix_tokens``, class and register tokens; torchvision's class token) and
+    the rest become the patch grid of the input (patch size of the patch embedding; timm's
+    ``dynamic_feat_size`` for dynamic-size models, so non-square inputs work); Swin's
+    channels-last outputs (and a ``Linear`` or ``LayerNorm`` inside a ConvNeXt block) are
+    permuted. The same view is applied to the gradients. ``Explanation.layer`` names the layer
+    and the view, e.g. ``"blocks.11.norm1 (tokens -> 14x14 grid, 1 prefix token dropped)"``.
+    For other models, ``reshape=`` maps the target layer's output to ``[B, C, h, w]``; it must
+    only select and rearrange elements (slicing, ``reshape``, ``permute``), as it is applied
+    to the gradients too.
 
     **State guarantees.** Hooks exist only while ``explain`` runs: they are registered inside a
     ``try`` and removed in its ``finally``, also when an exception interrupts the run. The
@@ -144,9 +165,12 @@ class GradCAM:
         target_layer: The layer to explain at: a submodule or its dotted name; a sequence of
             them to fuse several layers; ``None`` to choose automatically (see above).
         method: One of [`METHODS`][chexviz.explain.gradcam.METHODS].
+        reshape: Maps every target layer's output to ``[B, C, h, w]``, replacing the automatic
+            views (see above); ``None`` for the automatic ones.
 
     Raises:
-        TypeError: ``model`` is not an ``nn.Module``, or ``target_layer`` has the wrong type.
+        TypeError: ``model`` is not an ``nn.Module``, ``target_layer`` has the wrong type or
+            ``reshape`` is not callable.
         ValueError: Unknown ``method``; a target layer that is not in the model, the model
             itself, or listed twice; or no layer could be found automatically.
 
@@ -258,8 +282,9 @@ class GradCAM:
             ValueError: The image does not have the shape, size, channels or value range the
                 model expects (the message says what it expects); an unknown class name (the
                 message lists the labels), an out-of-range index or a repeated class; a bad
-                ``threshold``; a target layer that did not run exactly once, does not output a
-                4-D tensor or does not influence the output; non-finite maps.
+                ``threshold``; an input size the patch size of a token model does not divide; a
+                target layer that did not run exactly once, whose output is not a feature map
+                after its view, or that does not influence the output; non-finite maps.
             FileNotFoundError: An image file does not exist.
         """
         threshold = _check_threshold(threshold)
