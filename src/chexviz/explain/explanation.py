@@ -48,8 +48,10 @@ class Explanation:
             see [`GradCAM`][chexviz.explain.gradcam.GradCAM]). Values are ``>= 0``.
         zero_maps: Per image, the explained classes whose raw map is all zero (no positive
             evidence at the target layer); their heatmaps are all zero too.
-        layer: Dotted name of the target layer within the model; several fused layers are
-            joined with ``"+"``.
+        layer: Dotted name of the target layer within the model, followed by the view that
+            made its output a map when there is one (e.g. ``"blocks.11.norm1 (tokens -> 14x14
+            grid, 1 prefix token dropped)"``, ``"norm (channels-last -> channels-first)"``);
+            several fused layers are joined with ``"+"``.
         method: The CAM method, e.g. ``"gradcam"``.
 
     Raises:

@@ -31,6 +31,7 @@ from torch.nn.parallel import DataParallel, DistributedDataParallel
 from chexviz._internal.modules import device_dtype, eval_mode
 from chexviz.data.images import load_image, to_tensor
 from chexviz.explain._cam import cam_maps, fuse, minmax
+from chexviz.explain._tokens import LayerView, Reshape, find_families, layer_view, qualified
 from chexviz.explain.explanation import Explanation
 
 __all__ = ["METHODS", "CamMethod", "ClassSpec", "GradCAM", "ImageInput", "LayerSpec"]
@@ -100,13 +101,34 @@ class GradCAM:
 
     **Target layer.** ``target_layer=None`` takes the model's own ``target_layer`` attribute
     when it is a module (chexviz classifiers name the last feature map of their backbone).
-    Otherwise the layer is found by tracing one forward pass of a dummy input (``image_size``
-    of the model, else 224 px, with the input channels of its first ``Conv2d``): the target is
-    the **last module to finish whose output is a 4-D tensor** ``[B, C, h, w]`` **with**
-    ``h, w > 1``, skipping adaptive (global) pooling layers and modules called more than once.
+    Otherwise, when the model is or contains a transformer-style network chexviz recognises by
+    its structure (torchvision ``VisionTransformer``, ``SwinTransformer``, ``MaxVit``,
+    ``ConvNeXt``; timm vision transformers, Swin, ConvNeXt and MaxViT), that network's last
+    block is the target: for a ViT that pools its class token, the last block's input norm
+    (``blocks.11.norm1``, ``encoder.layers.encoder_layer_11.ln_1``), since the patch tokens
+    leaving the last block never reach the head; for Swin its final norm; for MaxViT and
+    ConvNeXt the last stage. Otherwise the layer is found by tracing one forward pass of a
+    dummy input (``image_size`` of the model, else 224 px, with the input channels of its first
+    ``Conv2d``): the target is the **last module to finish whose output is a 4-D tensor**
+    ``[B, C, h, w]`` **with** ``h, w > 1``, skipping adaptive (global) pooling layers and
+    modules called more than once.
     For a torchvision DenseNet that is ``features``, for a ResNet ``layer4``, for a VGG
     ``features``. A finer map is often more useful on small inputs (DenseNet-121's last map is
-    4x4 at 128 px): pass an earlier layer, or several layers to fuse them.
+    4x4 at 128 px): pass an earlier layer, or several layers to fuse them. If the traced map is
+    followed by token sequences ``[B, N, C]`` it is a patch embedding, and ``GradCAM`` raises
+    an error listing the token layers instead of explaining the stem.
+
+    **Token and channels-last layers.** A layer inside a recognised network is viewed as a map
+    ``[B, C, h, w]`` from what the network says: a ViT's tokens lose their prefix tokens
+    (timm's ``num_prefix_tokens``, class and register tokens; torchvision's class token) and
+    the rest become the patch grid of the input (patch size of the patch embedding; timm's
+    ``dynamic_feat_size`` for dynamic-size models, so non-square inputs work); Swin's
+    channels-last outputs (and a ``Linear`` or ``LayerNorm`` inside a ConvNeXt block) are
+    permuted. The same view is applied to the gradients. ``Explanation.layer`` names the layer
+    and the view, e.g. ``"blocks.11.norm1 (tokens -> 14x14 grid, 1 prefix token dropped)"``.
+    For other models, ``reshape=`` maps the target layer's output to ``[B, C, h, w]``; it must
+    only select and rearrange elements (slicing, ``reshape``, ``permute``), as it is applied
+    to the gradients too.
 
     **State guarantees.** Hooks exist only while ``explain`` runs: they are registered inside a
     ``try`` and removed in its ``finally``, also when an exception interrupts the run. The
@@ -143,9 +165,12 @@ class GradCAM:
         target_layer: The layer to explain at: a submodule or its dotted name; a sequence of
             them to fuse several layers; ``None`` to choose automatically (see above).
         method: One of [`METHODS`][chexviz.explain.gradcam.METHODS].
+        reshape: Maps every target layer's output to ``[B, C, h, w]``, replacing the automatic
+            views (see above); ``None`` for the automatic ones.
 
     Raises:
-        TypeError: ``model`` is not an ``nn.Module``, or ``target_layer`` has the wrong type.
+        TypeError: ``model`` is not an ``nn.Module``, ``target_layer`` has the wrong type or
+            ``reshape`` is not callable.
         ValueError: Unknown ``method``; a target layer that is not in the model, the model
             itself, or listed twice; or no layer could be found automatically.
 
@@ -161,6 +186,7 @@ class GradCAM:
         target_layer: LayerSpec | Sequence[LayerSpec] | None = None,
         *,
         method: CamMethod = "gradcam",
+        reshape: Reshape | None = None,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -172,7 +198,10 @@ class GradCAM:
         self._labels = _model_labels(model)
         self._image_size = _optional_int(model, "image_size")
         self._in_channels = _optional_int(model, "in_channels")
+        if reshape is not None and not callable(reshape):
+            raise TypeError(f"reshape must be callable, got {type(reshape).__name__}")
         self._layers = self._resolve_layers(target_layer)
+        self._views = tuple(layer_view(model, name, layer, reshape) for name, layer in self._layers)
 
     @property
     def model(self) -> nn.Module:
@@ -253,8 +282,9 @@ class GradCAM:
             ValueError: The image does not have the shape, size, channels or value range the
                 model expects (the message says what it expects); an unknown class name (the
                 message lists the labels), an out-of-range index or a repeated class; a bad
-                ``threshold``; a target layer that did not run exactly once, does not output a
-                4-D tensor or does not influence the output; non-finite maps.
+                ``threshold``; an input size the patch size of a token model does not divide; a
+                target layer that did not run exactly once, whose output is not a feature map
+                after its view, or that does not influence the output; non-finite maps.
             FileNotFoundError: An image file does not exist.
         """
         threshold = _check_threshold(threshold)
@@ -270,6 +300,9 @@ class GradCAM:
     ) -> Explanation:
         images = self._prepare(img)
         model = self._model
+        size = (int(images.shape[-2]), int(images.shape[-1]))
+        for view in self._views:
+            view.check_input(size)
         device, dtype = device_dtype(model)
         batch = int(images.shape[0])
         captured: list[list[torch.Tensor]] = [[] for _ in self._layers]
@@ -287,7 +320,7 @@ class GradCAM:
             thresholds = self._thresholds(len(labels), threshold)
             wanted = _resolve_classes(classes, labels, batch, probabilities, thresholds)
             activations = self._activations(captured) if any(wanted) else []
-            raw = self._raw_maps(logits, activations, wanted) if any(wanted) else None
+            raw = self._raw_maps(logits, activations, wanted, size) if any(wanted) else None
         return self._explanation(images, labels, probabilities, thresholds, wanted, raw)
 
     def _resolve_layers(
@@ -298,6 +331,12 @@ class GradCAM:
             own = getattr(model, "target_layer", None)
             if isinstance(own, nn.Module):
                 return (_named_layer(model, own),)
+            families = find_families(model)
+            if families:
+                prefix, family = families[0]
+                name, _ = qualified(prefix, family)
+                logger.debug("Grad-CAM target layer of the %s: %s", family.name, name)
+                return (_named_layer(model, name),)
             return (self._trace_target_layer(),)
         specs: Sequence[LayerSpec]
         if isinstance(target_layer, nn.Module | str):
@@ -347,7 +386,8 @@ class GradCAM:
                 f"cannot find a Grad-CAM target layer automatically: the model failed on a "
                 f"dummy input of shape {list(dummy.shape)} ({error}); pass target_layer"
             ) from error
-        for name, module, shape in reversed(finished):
+        for index in range(len(finished) - 1, -1, -1):
+            name, module, shape = finished[index]
             if (
                 shape is not None
                 and len(shape) == 4
@@ -356,6 +396,7 @@ class GradCAM:
                 and not isinstance(module, _GLOBAL_POOLS)
                 and calls[id(module)] == 1
             ):
+                _refuse_stem(model, name, shape, finished[index + 1 :], calls)
                 logger.debug("Grad-CAM target layer found by tracing: %s %s", name, list(shape))
                 return name, module
         raise ValueError(
@@ -484,13 +525,7 @@ class GradCAM:
                     f"target layer {name!r} ran {len(store)} times in one forward pass; "
                     f"Grad-CAM needs a layer that runs exactly once"
                 )
-            activation = store[0]
-            if activation.ndim != 4:
-                raise ValueError(
-                    f"target layer {name!r} outputs shape {list(activation.shape)}; Grad-CAM "
-                    f"needs a convolutional feature map [B, C, h, w]"
-                )
-            activations.append(activation)
+            activations.append(store[0])
         return activations
 
     def _raw_maps(
@@ -498,8 +533,14 @@ class GradCAM:
         logits: torch.Tensor,
         activations: list[torch.Tensor],
         wanted: list[list[int]],
+        size: tuple[int, int],
     ) -> torch.Tensor:
-        """Raw maps ``[J, B, h, w]``: slot ``j`` of image ``b`` explains ``wanted[b][j]``."""
+        """Raw maps ``[J, B, h, w]``: slot ``j`` of image ``b`` explains ``wanted[b][j]``.
+
+        Each layer's output and its gradients go through the layer's view (token grid,
+        channels-last permute); a view only selects and rearranges elements, so the viewed
+        gradient is the gradient with respect to the viewed output.
+        """
         slots = max(len(row) for row in wanted)
         # Built on the host and copied once: writing the ones into a GPU tensor would launch a
         # kernel per (image, class).
@@ -512,8 +553,8 @@ class GradCAM:
             if grad is None:
                 raise ValueError(f"target layer {name!r} does not influence the model's output")
         maps = [
-            cam_maps(self._method, activation.detach().float(), grad.float())
-            for activation, grad in zip(activations, grads, strict=True)
+            cam_maps(self._method, *_viewed(view, activation.detach(), grad, size))
+            for view, activation, grad in zip(self._views, activations, grads, strict=True)
             if grad is not None
         ]
         return maps[0] if len(maps) == 1 else fuse(maps)
@@ -528,6 +569,7 @@ class GradCAM:
         raw: torch.Tensor | None,
     ) -> Explanation:
         batch = int(images.shape[0])
+        size = (int(images.shape[-2]), int(images.shape[-1]))
         classes = [tuple(labels[k] for k in row) for row in wanted]
         heatmaps: list[dict[str, torch.Tensor]] = [{} for _ in range(batch)]
         raw_maps: list[dict[str, torch.Tensor]] = [{} for _ in range(batch)]
@@ -565,7 +607,7 @@ class GradCAM:
             heatmaps=tuple(heatmaps),
             raw_maps=tuple(raw_maps),
             zero_maps=tuple(zero_maps),
-            layer=self.target_layer_name,
+            layer="+".join(view.describe(size) for view in self._views),
             method=self._method,
         )
 
@@ -587,6 +629,57 @@ def _capture_hook(store: list[torch.Tensor]) -> _Hook:
         return activation.clone()
 
     return hook
+
+
+def _refuse_stem(
+    model: nn.Module,
+    name: str,
+    shape: tuple[int, ...],
+    later: Sequence[tuple[str, nn.Module, tuple[int, ...] | None]],
+    calls: Counter[int],
+) -> None:
+    """Raises if the map ``name`` is a patch embedding: later modules output token sequences.
+
+    A token model that chexviz does not recognise still has one 4-D map, its patch
+    embedding's output; explaining it would say nothing about the model's decision.
+    """
+    h, w = shape[2], shape[3]
+    tokens = [
+        n
+        for n, module, s in later
+        if s is not None
+        and len(s) == 3
+        and s[1] >= h * w
+        and calls[id(module)] == 1
+        and not n.startswith(name + ".")
+    ]
+    if not tokens:
+        return
+    candidates = list(dict.fromkeys(reversed(tokens)))[:6]
+    raise ValueError(
+        f"cannot find a Grad-CAM target layer automatically in {type(model).__name__}: its last "
+        f"feature map {name!r} {list(shape)} is followed by token sequences [B, N, C], so it is a "
+        f"stem or patch embedding, not evidence for the decision. Candidate token layers (last "
+        f"first): {candidates}. Pass target_layer={candidates[0]!r} and reshape= a function "
+        f"mapping its output [B, N, C] to [B, C, h, w] (drop the class/register tokens, then "
+        f"reshape the patch tokens to the patch grid)"
+    )
+
+
+def _viewed(
+    view: LayerView, activation: torch.Tensor, grads: torch.Tensor, size: tuple[int, int]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Activations ``[B, C, h, w]`` and gradients ``[J, B, C, h, w]`` in float, as maps."""
+    slots, batch = int(grads.shape[0]), int(grads.shape[1])
+    mapped = view.to_map(activation, size)
+    mapped_grads = view.to_map(grads.reshape(slots * batch, *grads.shape[2:]), size)
+    mapped_grads = mapped_grads.reshape(slots, batch, *mapped_grads.shape[1:])
+    if mapped.ndim != 4 or tuple(mapped_grads.shape[1:]) != tuple(mapped.shape):
+        raise ValueError(
+            f"target layer {view.name!r}: its output and gradient do not view as the same map "
+            f"[B, C, h, w] ({list(mapped.shape)} vs {list(mapped_grads.shape[1:])})"
+        )
+    return mapped.float(), mapped_grads.float()
 
 
 def _batched_grads(
@@ -629,6 +722,12 @@ def _named_layer(model: nn.Module, spec: LayerSpec) -> tuple[str, nn.Module]:
             names = [name for name, _ in model.named_modules() if name]
             close = difflib.get_close_matches(spec, names, n=5)
             hint = f"; did you mean {close}?" if close else ""
+            candidates = [c for p, f in find_families(model) for c in qualified(p, f)[1]]
+            if candidates:
+                hint += (
+                    f"; candidate layers of this model: {candidates}, e.g. "
+                    f"target_layer={candidates[-1]!r}"
+                )
             raise ValueError(
                 f"target layer {spec!r} is not a submodule of {type(model).__name__}{hint}"
             ) from None
