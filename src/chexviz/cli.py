@@ -15,13 +15,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from chexviz._version import __version__
-from chexviz.data.labels import CHEXPERT_LABELS, POLICY_NAMES, UncertaintyPolicy
+from chexviz.data.labels import (
+    CHEXPERT_LABELS,
+    COMPETITION_LABELS,
+    POLICY_NAMES,
+    UncertaintyPolicy,
+)
 from chexviz.explain.gradcam import METHODS
 from chexviz.models.heads import list_heads
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from chexviz.data.dataset import CheXpertDataset
-    from chexviz.training.metrics import Metrics
+    from chexviz.training.metrics import EvaluationPolicy, Metrics
     from chexviz.training.trainer import Trainer
 
 _EXIT_ERROR = 1
@@ -282,6 +289,7 @@ def _parser() -> argparse.ArgumentParser:
         "--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1, ..."
     )
     _add_external_arguments(evaluate)
+    _add_minimum_arguments(evaluate, "patients with a positive image", "with a negative one")
     evaluate.set_defaults(run=_run_evaluate)
 
     explain = add_command(
@@ -363,8 +371,31 @@ def _parser() -> argparse.ArgumentParser:
     localize.add_argument("--method", choices=METHODS, default="gradcam", help="the CAM method")
     localize.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples")
     localize.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    _add_minimum_arguments(localize, "scored cases (X-rays or boxed findings)", None)
     localize.set_defaults(run=_run_localize)
     return parser
+
+
+def _add_minimum_arguments(
+    parser: argparse.ArgumentParser, positives: str, negatives: str | None
+) -> None:
+    """The "too few cases" rule's options (one rule: ``chexviz._internal.cases``)."""
+    from chexviz._internal.cases import DEFAULT_MIN_NEGATIVES, DEFAULT_MIN_POSITIVES
+
+    parser.add_argument(
+        "--min-positives",
+        type=int,
+        default=DEFAULT_MIN_POSITIVES,
+        help=f"fewest {positives} a label needs to be scored; below it the label is reported "
+        "as too few cases, with its counts, and left out of the mean",
+    )
+    if negatives is not None:
+        parser.add_argument(
+            "--min-negatives",
+            type=int,
+            default=DEFAULT_MIN_NEGATIVES,
+            help=f"fewest patients {negatives} a label needs to be scored",
+        )
 
 
 def _uncertainty(text: str) -> UncertaintyPolicy:
@@ -494,16 +525,26 @@ def _run_evaluate(args: argparse.Namespace) -> None:
         progress=args.progress,
     )
     trainer = Trainer(model, device=args.device, progress=args.progress)
-    _print_metrics(trainer, data, args.out)
+    _print_metrics(
+        trainer, data, args.out, min_positives=args.min_positives, min_negatives=args.min_negatives
+    )
 
 
 def _print_metrics(
-    trainer: Trainer, data: CheXpertDataset, out: Path | None, *, quiet: bool = False
+    trainer: Trainer,
+    data: CheXpertDataset,
+    out: Path | None,
+    *,
+    quiet: bool = False,
+    min_positives: int | None = None,
+    min_negatives: int | None = None,
 ) -> Metrics:
     """Prints (and writes into ``out``) the metrics, uncertain labels negative then left out.
 
     Every process must call it (evaluation is collective under torchrun); ``quiet`` ones
-    evaluate without printing.
+    evaluate without printing. Each table shows the negatives and patients of every label;
+    a label with too few positive or negative patients shows no AUROC and is left out of
+    the printed means (the rule of ``chexviz._internal.cases``).
 
     Returns:
         The metrics with uncertain labels counted as negative.
@@ -519,17 +560,79 @@ def _print_metrics(
         out.mkdir(parents=True, exist_ok=True)
     if quiet:
         return tables["metrics.csv"][1]
+    from chexviz._internal.cases import DEFAULT_MIN_NEGATIVES, DEFAULT_MIN_POSITIVES
+
+    minimum = (
+        DEFAULT_MIN_POSITIVES if min_positives is None else min_positives,
+        DEFAULT_MIN_NEGATIVES if min_negatives is None else min_negatives,
+    )
     for number, (name, (heading, metrics)) in enumerate(tables.items()):
-        frame = metrics.to_frame()
+        uncertain = "negative" if name == "metrics.csv" else "exclude"
+        frame, line = _counted_frame(metrics, data, uncertain, *minimum)
         if out is not None:
             frame.to_csv(out / name)
         print(f"{chr(10) if number else ''}{data.csv_path.name}, {heading}:")
         print(frame.to_string(float_format="%.3f"))
+        if line is not None:
+            print(line)
+        competition = [label for label in COMPETITION_LABELS if label in frame.index]
+        scored = frame.loc[competition, "auroc"].dropna()
         print(
-            f"mean AUROC over the 5 competition labels {metrics.competition_auroc:.3f} "
-            "(chance 0.500)"
+            f"mean AUROC over the {len(scored)} of {len(competition)} competition labels with "
+            f"enough cases {scored.mean():.3f} (chance 0.500)"
         )
     return tables["metrics.csv"][1]
+
+
+def _counted_frame(
+    metrics: Metrics,
+    data: CheXpertDataset,
+    uncertain: EvaluationPolicy,
+    min_positives: int,
+    min_negatives: int,
+) -> tuple[pd.DataFrame, str | None]:
+    """The metrics table with negatives, patients and status per label, and the too-few line.
+
+    A label with too few positive or negative patients keeps its counts and accuracies but
+    loses its AUROC, and the macro AUROC is over the other labels.
+    """
+    import numpy as np
+
+    from chexviz._internal.cases import TOO_FEW, enough_cases, too_few_line
+    from chexviz.training.metrics import evaluation_targets
+
+    key = evaluation_targets(data, uncertain=uncertain)
+    assert key is not None  # a CheXpertDataset keeps its raw label cells
+    patients = np.asarray([str(patient) for patient in data.patient_ids])
+
+    def patients_where(mask: np.ndarray) -> np.ndarray:
+        return np.asarray([len(set(patients[mask[:, j]])) for j in range(mask.shape[1])])
+
+    positive = patients_where(key == 1)
+    negative = patients_where(key == 0)
+    enough = enough_cases(positive, negative, min_positives, min_negatives)
+    frame = metrics.to_frame()
+    labels = list(metrics.labels)
+    frame.insert(
+        frame.columns.get_loc("positives") + 1, "negatives", frame["support"] - frame["positives"]
+    )
+    frame.insert(
+        frame.columns.get_loc("negatives") + 1,
+        "patients",
+        [*patients_where(~np.isnan(key)), len(set(patients))],
+    )
+    frame.insert(0, "status", [*("scored" if ok else TOO_FEW for ok in enough), ""])
+    frame.loc[[label for label, ok in zip(labels, enough, strict=True) if not ok], "auroc"] = np.nan
+    frame.loc["macro", "auroc"] = frame.loc[labels, "auroc"].mean()
+    counts = [
+        f"{int(frame.loc[label, 'positives'])} positive images of {positive[j]} patients, "
+        f"{int(frame.loc[label, 'negatives'])} negative of {negative[j]}"
+        for j, label in enumerate(labels)
+    ]
+    line = too_few_line(
+        labels, counts, enough, min_positives=min_positives, min_negatives=min_negatives
+    )
+    return frame, line
 
 
 _EXTERNAL_SPLITS = {
@@ -610,6 +713,8 @@ def _run_external(args: argparse.Namespace) -> None:
         device=args.device,
         progress=args.progress,
         internal=read_internal_metrics(args.model),
+        min_positives=args.min_positives,
+        min_negatives=args.min_negatives,
     )
     frame = result.to_frame()
     if args.out is not None:
@@ -619,13 +724,17 @@ def _run_external(args: argparse.Namespace) -> None:
         (args.out / "external_metrics.json").write_text(text + "\n", encoding="utf-8")
     print(
         f"chexviz evaluate: {name}: {result.images} images of {result.patients} patients; "
-        f"AUROC with 95% intervals from {args.bootstrap} bootstrap replicates over patients; "
+        f"AUROC with 95% intervals from {result.replicates} bootstrap replicates over patients "
+        f"(each with every scored label; {result.redrawn} draws missing one were redrawn); "
         "chance (any constant score) is 0.5"
     )
     print(frame.to_string(float_format="%.3f"))
-    unscored = [label for label, ok in zip(result.labels, result.scored, strict=True) if not ok]
-    if unscored:
-        print(f"not scored (not annotated by {args.dataset}, or one class only): {unscored}")
+    line = result.too_few_line()
+    if line is not None:
+        print(line)
+    unannotated = [label for label, n in zip(result.labels, result.support, strict=True) if not n]
+    if unannotated:
+        print(f"not scored (not annotated by {args.dataset}): {unannotated}")
     if args.dataset == "nih":
         print(f"NIH labels never compared (see chexviz.data.label_mapping): {list(NIH_UNMAPPED)}")
     if result.internal is None:
