@@ -805,6 +805,7 @@ def _run_localize(args: argparse.Namespace) -> None:
 
 def _run_localize_nih(args: argparse.Namespace) -> None:
     """Grad-CAM against NIH's boxes, beside chance and a cross-fitted anatomical prior."""
+    from chexviz._internal.cases import TOO_FEW, too_few_line
     from chexviz.data.nih import NIHChestXray14Dataset, read_nih_boxes
     from chexviz.explain.gradcam import GradCAM
     from chexviz.explain.localization import (
@@ -828,11 +829,26 @@ def _run_localize_nih(args: argparse.Namespace) -> None:
     table = score_localization_cross_fitted(
         cam, data, boxes, progress=args.progress, seed=args.seed
     )
-    summary = summarize_localization(table)
+    summary = summarize_localization(
+        table, min_findings=args.min_positives, patients=data.patient_ids
+    )
     args.out.mkdir(parents=True, exist_ok=True)
     table.to_csv(args.out / "localization.csv", index=False)
     summary.to_csv(args.out / "localization_summary.csv")
     print(summary.to_string(float_format="%.3f"))
+    labels = summary.drop(index="overall")
+    line = too_few_line(
+        [str(label) for label in labels.index],
+        [
+            f"{row.explained} explained of {row.findings} boxed findings"
+            for row in labels.itertuples()
+        ],
+        (labels["status"] != TOO_FEW).to_numpy(),
+        min_positives=args.min_positives,
+        min_negatives=None,
+    )
+    if line is not None:
+        print(line)
     print(f"tables: {args.out}")
 
 
