@@ -161,7 +161,7 @@ def test_localize_scores_gradcam_on_nih_boxes_beside_chance_and_a_cross_fitted_p
         [
             "localize", "--model", str(folders["model"]), "--data", str(nih),
             "--nih-boxes", str(nih / "BBox_List_2017.csv"), "--nih-image-size", "64",
-            "--out", str(tmp_path / "loc"), "--no-progress",
+            "--out", str(tmp_path / "loc"), "--no-progress", "--min-positives", "1",
         ]
     )  # fmt: skip
     assert code == 0, capsys.readouterr().err
@@ -175,4 +175,24 @@ def test_localize_scores_gradcam_on_nih_boxes_beside_chance_and_a_cross_fitted_p
         assert summary[column].dropna().between(0.0, 1.0).all(), column
     scores = pd.read_csv(tmp_path / "loc" / "localization.csv")
     assert set(scores["fold"]) == {0, 1}  # each half scored with the other half's prior
-    assert "prior_hit_rate" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "prior_hit_rate" in printed
+    assert {"status", "patients"} <= set(summary.columns)
+    assert (summary.drop(index="overall")["status"] == "scored").all()
+    assert (summary["patients"] <= summary["findings"]).all()
+    # Twenty patients: boxed findings per label are fewer than the default minimum of ten.
+    code = main(
+        [
+            "localize", "--model", str(folders["model"]), "--data", str(nih),
+            "--nih-boxes", str(nih / "BBox_List_2017.csv"), "--nih-image-size", "64",
+            "--out", str(tmp_path / "few"), "--no-progress",
+        ]
+    )  # fmt: skip
+    assert code == 0
+    printed = capsys.readouterr().out
+    few = pd.read_csv(tmp_path / "few" / "localization_summary.csv", index_col=0)
+    assert (few.drop(index="overall")["status"] == "too few cases").all()
+    assert few["hit_rate"].isna().all()
+    assert "too few cases, not scored and left out of the mean" in printed
+    assert "at least 10 positive cases" in printed
+    assert "explained of" in printed

@@ -763,6 +763,7 @@ def _run_localize(args: argparse.Namespace) -> None:
     if args.nih_boxes is not None:
         _run_localize_nih(args)
         return
+    from chexviz._internal.cases import TOO_FEW, too_few_line
     from chexviz.data.chexlocalize import read_chexlocalize
     from chexviz.data.dataset import CheXpertDataset
     from chexviz.explain.chexlocalize import read_tuning_csv, run_chexlocalize
@@ -796,10 +797,27 @@ def _run_localize(args: argparse.Namespace) -> None:
         n_bootstrap=args.bootstrap,
         seed=args.seed,
         progress=args.progress,
+        min_cases=args.min_positives,
     )
-    columns = ["miou", "miou_lower", "miou_upper", "miou_n", "prior_miou", "chance_miou"]
+    summary = scores.summary
+    columns = ["status", "positives", "patients"]
+    columns += ["miou", "miou_lower", "miou_upper", "miou_n", "prior_miou", "chance_miou"]
     columns += ["hit_rate", "hit_rate_lower", "hit_rate_upper", "prior_hit_rate", "chance_hit_rate"]
-    print(scores.summary[columns].to_string(float_format="%.3f"))
+    print(summary[columns].to_string(float_format="%.3f"))
+    labels = summary.drop(index="mean")
+    line = too_few_line(
+        [str(label) for label in labels.index],
+        [
+            f"{row.positives} X-rays with a finding of {row.patients} patients, "
+            f"{row.miou_n} with a defined IoU"
+            for row in labels.itertuples()
+        ],
+        (labels["status"] != TOO_FEW).to_numpy(),
+        min_positives=args.min_positives,
+        min_negatives=None,
+    )
+    if line is not None:
+        print(line)
     print(f"tables and figures: {args.out}")
 
 
