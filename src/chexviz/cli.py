@@ -289,7 +289,9 @@ def _parser() -> argparse.ArgumentParser:
         "--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1, ..."
     )
     _add_external_arguments(evaluate)
-    _add_minimum_arguments(evaluate, "patients with a positive image", "with a negative one")
+    _add_minimum_arguments(
+        evaluate, "patients with a positive image", "patients with a negative image"
+    )
     evaluate.set_defaults(run=_run_evaluate)
 
     explain = add_command(
@@ -394,7 +396,7 @@ def _add_minimum_arguments(
             "--min-negatives",
             type=int,
             default=DEFAULT_MIN_NEGATIVES,
-            help=f"fewest patients {negatives} a label needs to be scored",
+            help=f"fewest {negatives} a label needs to be scored",
         )
 
 
@@ -567,7 +569,7 @@ def _print_metrics(
         DEFAULT_MIN_NEGATIVES if min_negatives is None else min_negatives,
     )
     for number, (name, (heading, metrics)) in enumerate(tables.items()):
-        uncertain = "negative" if name == "metrics.csv" else "exclude"
+        uncertain: EvaluationPolicy = "negative" if name == "metrics.csv" else "exclude"
         frame, line = _counted_frame(metrics, data, uncertain, *minimum)
         if out is not None:
             frame.to_csv(out / name)
@@ -613,20 +615,16 @@ def _counted_frame(
     enough = enough_cases(positive, negative, min_positives, min_negatives)
     frame = metrics.to_frame()
     labels = list(metrics.labels)
-    frame.insert(
-        frame.columns.get_loc("positives") + 1, "negatives", frame["support"] - frame["positives"]
-    )
-    frame.insert(
-        frame.columns.get_loc("negatives") + 1,
-        "patients",
-        [*patients_where(~np.isnan(key)), len(set(patients))],
-    )
-    frame.insert(0, "status", [*("scored" if ok else TOO_FEW for ok in enough), ""])
+    frame["negatives"] = frame["support"] - frame["positives"]
+    frame["patients"] = [*patients_where(~np.isnan(key)), len(set(patients))]
+    frame["status"] = [*("scored" if ok else TOO_FEW for ok in enough), ""]
+    first = ["status", "support", "positives", "negatives", "patients"]
+    frame = frame[first + [column for column in frame.columns if column not in first]]
     frame.loc[[label for label, ok in zip(labels, enough, strict=True) if not ok], "auroc"] = np.nan
     frame.loc["macro", "auroc"] = frame.loc[labels, "auroc"].mean()
     counts = [
-        f"{int(frame.loc[label, 'positives'])} positive images of {positive[j]} patients, "
-        f"{int(frame.loc[label, 'negatives'])} negative of {negative[j]}"
+        f"{metrics.positives[j]} positive images of {positive[j]} patients, "
+        f"{metrics.support[j] - metrics.positives[j]} negative of {negative[j]}"
         for j, label in enumerate(labels)
     ]
     line = too_few_line(

@@ -625,7 +625,8 @@ def _summarise(
         def draw(means: Callable[[np.ndarray], np.ndarray] = means) -> np.ndarray:
             drawn = redraw.integers(0, len(cxrs), size=len(cxrs))
             counts = np.bincount(drawn, minlength=len(cxrs)).astype(np.float64)
-            return means(counts[None, :])[0]
+            row: np.ndarray = means(counts[None, :])[0]
+            return row
 
         def has_all(row: np.ndarray, kept: np.ndarray = kept) -> bool:
             return not np.isnan(row[kept]).any()
