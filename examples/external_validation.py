@@ -51,6 +51,12 @@ def parse_args() -> argparse.Namespace:
         "--external-patients", type=int, default=60, help="synthetic MIMIC and NIH patients"
     )
     parser.add_argument("--bootstrap", type=int, default=200, help="bootstrap replicates")
+    parser.add_argument(
+        "--min-cases",
+        type=int,
+        default=10,
+        help="fewest positive and negative patients (boxed findings) a label needs to be scored",
+    )
     return parser.parse_args()
 
 
@@ -90,22 +96,28 @@ def main() -> None:
             replicates=args.bootstrap,
             progress=False,
             internal=internal,
+            min_positives=args.min_cases,
+            min_negatives=args.min_cases,
         )
         frame = result.to_frame()
         frame.to_csv(out / f"external_{name.split()[0].lower()}.csv")
         print(f"\n{name}: {result.images} images of {result.patients} patients")
-        columns = ["source", "positives", "auroc", "ci_low", "ci_high", "chance", "internal_auroc"]
+        columns = ["source", "positives", "negatives", "patients", "status", "auroc", "ci_low"]
+        columns += ["ci_high", "chance", "internal_auroc"]
         print(frame[columns].to_string(float_format="%.3f"))
+        # Labels with too few patients of a class are named, with their counts, not scored.
+        print(result.too_few_line() or "every annotated label has enough cases")
         summary[name] = result.to_dict()
 
     # 3. Where does it look? Grad-CAM against NIH's boxes, beside a random point's hit rate.
     # Drawn on 1024x1024 (the release's and the synthetic set's), scaled to each image's size.
     boxes = read_nih_boxes(nih_root / "BBox_List_2017.csv", root=nih_root)
     scores = score_localization(GradCAM(model), nih, boxes, classes="true", progress=False)
-    table = summarize_localization(scores)
+    table = summarize_localization(scores, min_findings=args.min_cases, patients=nih.patient_ids)
     table.to_csv(out / "nih_localization.csv")
     print("\nGrad-CAM on NIH boxes (pointing game hit rate beside a random point's):")
-    print(table[["findings", "hit_rate", "chance", "energy"]].to_string(float_format="%.3f"))
+    columns = ["status", "findings", "patients", "hit_rate", "chance", "energy"]
+    print(table[columns].to_string(float_format="%.3f"))
     summary["nih_localization"] = {
         "hit_rate": float(table.loc["overall", "hit_rate"]),
         "chance": float(table.loc["overall", "chance"]),

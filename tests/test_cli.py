@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from chexviz.cli import main
@@ -73,7 +74,19 @@ def test_evaluate_prints_the_metrics_table(
     assert "binary_accuracy" in printed
     assert "uncertain labels counted as negative" in printed
     assert "uncertain labels left out" in printed
-    assert "5 competition labels" in printed
+    assert "competition labels with enough cases" in printed
+    # A toy valid.csv: most labels are too few for the default minimum, named with counts.
+    assert "too few cases, not scored and left out of the mean" in printed
+    frame = pd.read_csv(tmp_path / "metrics.csv", index_col="label")
+    assert {"negatives", "patients", "status"} <= set(frame.columns)
+    labels = frame.drop(index="macro")
+    few = labels["status"] == "too few cases"
+    assert few.any()
+    assert labels.loc[few, "auroc"].isna().all()
+    assert labels.loc[~few, "auroc"].notna().all()
+    assert frame.loc["macro", "auroc"] == pytest.approx(labels.loc[~few, "auroc"].mean())
+    assert (frame["negatives"] == frame["support"] - frame["positives"]).all()
+    assert (labels["patients"] <= labels["support"]).all()
     assert (tmp_path / "metrics.csv").is_file()
     assert (tmp_path / "metrics_uncertain_excluded.csv").is_file()
 

@@ -54,7 +54,7 @@ def test_nih_prints_and_saves_shared_labels(
 ) -> None:
     code = _evaluate(
         folders, "--dataset", "nih", "--data", str(folders["nih"]), "--split", "all",
-        "--out", str(tmp_path),
+        "--out", str(tmp_path), "--min-positives", "2", "--min-negatives", "2",
     )  # fmt: skip
     assert code == 0
     printed = capsys.readouterr().out
@@ -84,6 +84,31 @@ def test_mimic_official_test_split(
     printed = capsys.readouterr().out
     assert "MIMIC-CXR-JPG, split test:" in printed
     assert "internal_auroc" in printed
+
+
+def test_too_few_cases_are_named_with_their_counts(
+    folders: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Ten patients: no label reaches the default 10 positive and 10 negative patients.
+    code = _evaluate(
+        folders, "--dataset", "mimic", "--data", str(folders["mimic"]), "--split", "all",
+        "--out", str(tmp_path),
+    )  # fmt: skip
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "too few cases, not scored and left out of the mean" in printed
+    assert "at least 10 positive and 10 negative cases" in printed
+    table = pd.read_csv(tmp_path / "external_metrics.csv", index_col="label")
+    assert {"positives", "negatives", "patients", "status"} <= set(table.columns)
+    edema = table.loc["Edema"]
+    assert edema["status"] == "too few cases"
+    assert np.isnan(edema["auroc"])
+    assert edema["positives"] + edema["negatives"] == edema["images"]
+    assert f"Edema ({edema['positives']} positive images of " in printed
+    assert 0 < edema["patients"] <= 10
+    summary = json.loads((tmp_path / "external_metrics.json").read_text())
+    assert summary["too_few_cases"] == list(CHEXPERT_LABELS)
+    assert summary["mean_auroc"] is None
 
 
 def test_chexpert_and_a_model_without_internal_figures(
@@ -140,7 +165,7 @@ def test_localize_scores_gradcam_on_nih_boxes_beside_chance_and_a_cross_fitted_p
         [
             "localize", "--model", str(folders["model"]), "--data", str(nih),
             "--nih-boxes", str(nih / "BBox_List_2017.csv"),
-            "--out", str(tmp_path / "loc"), "--no-progress",
+            "--out", str(tmp_path / "loc"), "--no-progress", "--min-positives", "1",
         ]
     )  # fmt: skip
     printed = capsys.readouterr()
@@ -167,3 +192,22 @@ def test_localize_scores_gradcam_on_nih_boxes_beside_chance_and_a_cross_fitted_p
     scores = pd.read_csv(tmp_path / "loc" / "localization.csv")
     assert set(scores["fold"]) == {0, 1}  # each half scored with the other half's prior
     assert "prior_hit_rate" in printed.out
+    assert {"status", "patients"} <= set(summary.columns)
+    assert (summary.drop(index="overall")["status"] == "scored").all()
+    assert (summary["patients"] <= summary["findings"]).all()
+    # Twenty patients: boxed findings per label are fewer than the default minimum of ten.
+    code = main(
+        [
+            "localize", "--model", str(folders["model"]), "--data", str(nih),
+            "--nih-boxes", str(nih / "BBox_List_2017.csv"),
+            "--out", str(tmp_path / "few"), "--no-progress",
+        ]
+    )  # fmt: skip
+    assert code == 0
+    printed = capsys.readouterr().out
+    few = pd.read_csv(tmp_path / "few" / "localization_summary.csv", index_col=0)
+    assert (few.drop(index="overall")["status"] == "too few cases").all()
+    assert few["hit_rate"].isna().all()
+    assert "too few cases, not scored and left out of the mean" in printed
+    assert "at least 10 positive cases" in printed
+    assert "explained of" in printed

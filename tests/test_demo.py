@@ -86,6 +86,10 @@ def test_demo_writes_every_output(demo: tuple[Path, object]) -> None:
     assert "anatomical prior" in report
     assert "Every headline figure against every baseline" in report
     assert "majority class" in report
+    # Counts beside every score: positives, negatives and patients per label.
+    assert "<th>negatives</th>" in report
+    assert "<th>patients</th>" in report
+    assert {"status", "patients"} <= set(localisation.columns)
     assert "data-outcomes" in report
 
 

@@ -96,6 +96,8 @@ def test_external_validation(tmp_path: Path) -> None:
         "32",
         "--bootstrap",
         "20",
+        "--min-cases",
+        "1",
     )
     assert "MIMIC-CXR-JPG:" in printed
     assert "NIH ChestX-ray14:" in printed

@@ -15,14 +15,21 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from chexviz._version import __version__
-from chexviz.data.labels import CHEXPERT_LABELS, POLICY_NAMES, UncertaintyPolicy
+from chexviz.data.labels import (
+    CHEXPERT_LABELS,
+    COMPETITION_LABELS,
+    POLICY_NAMES,
+    UncertaintyPolicy,
+)
 from chexviz.explain.gradcam import METHODS
 from chexviz.models.heads import list_heads
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from chexviz.data.dataset import CheXpertDataset
     from chexviz.models.classifier import MultiLabelClassifier
-    from chexviz.training.metrics import Metrics
+    from chexviz.training.metrics import EvaluationPolicy, Metrics
     from chexviz.training.trainer import Trainer
 
 _EXIT_ERROR = 1
@@ -281,6 +288,9 @@ def _parser() -> argparse.ArgumentParser:
         "--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1, ..."
     )
     _add_external_arguments(evaluate)
+    _add_minimum_arguments(
+        evaluate, "patients with a positive image", "patients with a negative image"
+    )
     evaluate.set_defaults(run=_run_evaluate)
 
     explain = add_command(
@@ -362,8 +372,31 @@ def _parser() -> argparse.ArgumentParser:
     localize.add_argument("--method", choices=METHODS, default="gradcam", help="the CAM method")
     localize.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples")
     localize.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    _add_minimum_arguments(localize, "scored cases (X-rays or boxed findings)", None)
     localize.set_defaults(run=_run_localize)
     return parser
+
+
+def _add_minimum_arguments(
+    parser: argparse.ArgumentParser, positives: str, negatives: str | None
+) -> None:
+    """The "too few cases" rule's options (one rule: ``chexviz._internal.cases``)."""
+    from chexviz._internal.cases import DEFAULT_MIN_NEGATIVES, DEFAULT_MIN_POSITIVES
+
+    parser.add_argument(
+        "--min-positives",
+        type=int,
+        default=DEFAULT_MIN_POSITIVES,
+        help=f"fewest {positives} a label needs to be scored; below it the label is reported "
+        "as too few cases, with its counts, and left out of the mean",
+    )
+    if negatives is not None:
+        parser.add_argument(
+            "--min-negatives",
+            type=int,
+            default=DEFAULT_MIN_NEGATIVES,
+            help=f"fewest {negatives} a label needs to be scored",
+        )
 
 
 def _uncertainty(text: str) -> UncertaintyPolicy:
@@ -521,16 +554,26 @@ def _run_evaluate(args: argparse.Namespace) -> None:
         progress=args.progress,
     )
     trainer = Trainer(model, device=args.device, progress=args.progress)
-    _print_metrics(trainer, data, args.out)
+    _print_metrics(
+        trainer, data, args.out, min_positives=args.min_positives, min_negatives=args.min_negatives
+    )
 
 
 def _print_metrics(
-    trainer: Trainer, data: CheXpertDataset, out: Path | None, *, quiet: bool = False
+    trainer: Trainer,
+    data: CheXpertDataset,
+    out: Path | None,
+    *,
+    quiet: bool = False,
+    min_positives: int | None = None,
+    min_negatives: int | None = None,
 ) -> Metrics:
     """Prints (and writes into ``out``) the metrics, uncertain labels negative then left out.
 
     Every process must call it (evaluation is collective under torchrun); ``quiet`` ones
-    evaluate without printing.
+    evaluate without printing. Each table shows the negatives and patients of every label;
+    a label with too few positive or negative patients shows no AUROC and is left out of
+    the printed means (the rule of ``chexviz._internal.cases``).
 
     Returns:
         The metrics with uncertain labels counted as negative.
@@ -546,17 +589,75 @@ def _print_metrics(
         out.mkdir(parents=True, exist_ok=True)
     if quiet:
         return tables["metrics.csv"][1]
+    from chexviz._internal.cases import DEFAULT_MIN_NEGATIVES, DEFAULT_MIN_POSITIVES
+
+    minimum = (
+        DEFAULT_MIN_POSITIVES if min_positives is None else min_positives,
+        DEFAULT_MIN_NEGATIVES if min_negatives is None else min_negatives,
+    )
     for number, (name, (heading, metrics)) in enumerate(tables.items()):
-        frame = metrics.to_frame()
+        uncertain: EvaluationPolicy = "negative" if name == "metrics.csv" else "exclude"
+        frame, line = _counted_frame(metrics, data, uncertain, *minimum)
         if out is not None:
             frame.to_csv(out / name)
         print(f"{chr(10) if number else ''}{data.csv_path.name}, {heading}:")
         print(frame.to_string(float_format="%.3f"))
+        if line is not None:
+            print(line)
+        competition = [label for label in COMPETITION_LABELS if label in frame.index]
+        scored = frame.loc[competition, "auroc"].dropna()
         print(
-            f"mean AUROC over the 5 competition labels {metrics.competition_auroc:.3f} "
-            "(chance 0.500)"
+            f"mean AUROC over the {len(scored)} of {len(competition)} competition labels with "
+            f"enough cases {scored.mean():.3f} (chance 0.500)"
         )
     return tables["metrics.csv"][1]
+
+
+def _counted_frame(
+    metrics: Metrics,
+    data: CheXpertDataset,
+    uncertain: EvaluationPolicy,
+    min_positives: int,
+    min_negatives: int,
+) -> tuple[pd.DataFrame, str | None]:
+    """The metrics table with negatives, patients and status per label, and the too-few line.
+
+    A label with too few positive or negative patients keeps its counts and accuracies but
+    loses its AUROC, and the macro AUROC is over the other labels.
+    """
+    import numpy as np
+
+    from chexviz._internal.cases import TOO_FEW, enough_cases, too_few_line
+    from chexviz.training.metrics import evaluation_targets
+
+    key = evaluation_targets(data, uncertain=uncertain)
+    assert key is not None  # a CheXpertDataset keeps its raw label cells
+    patients = np.asarray([str(patient) for patient in data.patient_ids])
+
+    def patients_where(mask: np.ndarray) -> np.ndarray:
+        return np.asarray([len(set(patients[mask[:, j]])) for j in range(mask.shape[1])])
+
+    positive = patients_where(key == 1)
+    negative = patients_where(key == 0)
+    enough = enough_cases(positive, negative, min_positives, min_negatives)
+    frame = metrics.to_frame()
+    labels = list(metrics.labels)
+    frame["negatives"] = frame["support"] - frame["positives"]
+    frame["patients"] = [*patients_where(~np.isnan(key)), len(set(patients))]
+    frame["status"] = [*("scored" if ok else TOO_FEW for ok in enough), ""]
+    first = ["status", "support", "positives", "negatives", "patients"]
+    frame = frame[first + [column for column in frame.columns if column not in first]]
+    frame.loc[[label for label, ok in zip(labels, enough, strict=True) if not ok], "auroc"] = np.nan
+    frame.loc["macro", "auroc"] = frame.loc[labels, "auroc"].mean()
+    counts = [
+        f"{metrics.positives[j]} positive images of {positive[j]} patients, "
+        f"{metrics.support[j] - metrics.positives[j]} negative of {negative[j]}"
+        for j, label in enumerate(labels)
+    ]
+    line = too_few_line(
+        labels, counts, enough, min_positives=min_positives, min_negatives=min_negatives
+    )
+    return frame, line
 
 
 _EXTERNAL_SPLITS = {
@@ -636,6 +737,8 @@ def _run_external(args: argparse.Namespace) -> None:
         device=args.device,
         progress=args.progress,
         internal=read_internal_metrics(args.model) if isinstance(args.model, Path) else None,
+        min_positives=args.min_positives,
+        min_negatives=args.min_negatives,
     )
     frame = result.to_frame()
     if args.out is not None:
@@ -645,13 +748,17 @@ def _run_external(args: argparse.Namespace) -> None:
         (args.out / "external_metrics.json").write_text(text + "\n", encoding="utf-8")
     print(
         f"chexviz evaluate: {name}: {result.images} images of {result.patients} patients; "
-        f"AUROC with 95% intervals from {args.bootstrap} bootstrap replicates over patients; "
+        f"AUROC with 95% intervals from {result.replicates} bootstrap replicates over patients "
+        f"(each with every scored label; {result.redrawn} draws missing one were redrawn); "
         "chance (any constant score) is 0.5"
     )
     print(frame.to_string(float_format="%.3f"))
-    unscored = [label for label, ok in zip(result.labels, result.scored, strict=True) if not ok]
-    if unscored:
-        print(f"not scored (not annotated by {args.dataset}, or one class only): {unscored}")
+    line = result.too_few_line()
+    if line is not None:
+        print(line)
+    unannotated = [label for label, n in zip(result.labels, result.support, strict=True) if not n]
+    if unannotated:
+        print(f"not scored (not annotated by {args.dataset}): {unannotated}")
     if args.dataset == "nih":
         print(f"NIH labels never compared (see chexviz.data.label_mapping): {list(NIH_UNMAPPED)}")
     if result.internal is None:
@@ -679,6 +786,7 @@ def _run_localize(args: argparse.Namespace) -> None:
     if args.nih_boxes is not None:
         _run_localize_nih(args)
         return
+    from chexviz._internal.cases import TOO_FEW, too_few_line
     from chexviz.data.chexlocalize import read_chexlocalize
     from chexviz.data.dataset import CheXpertDataset
     from chexviz.explain.chexlocalize import read_tuning_csv, run_chexlocalize
@@ -711,15 +819,33 @@ def _run_localize(args: argparse.Namespace) -> None:
         n_bootstrap=args.bootstrap,
         seed=args.seed,
         progress=args.progress,
+        min_cases=args.min_positives,
     )
-    columns = ["miou", "miou_lower", "miou_upper", "miou_n", "prior_miou", "chance_miou"]
+    summary = scores.summary
+    columns = ["status", "positives", "patients"]
+    columns += ["miou", "miou_lower", "miou_upper", "miou_n", "prior_miou", "chance_miou"]
     columns += ["hit_rate", "hit_rate_lower", "hit_rate_upper", "prior_hit_rate", "chance_hit_rate"]
-    print(scores.summary[columns].to_string(float_format="%.3f"))
+    print(summary[columns].to_string(float_format="%.3f"))
+    labels = summary.drop(index="mean")
+    line = too_few_line(
+        [str(label) for label in labels.index],
+        [
+            f"{row.positives} X-rays with a finding of {row.patients} patients, "
+            f"{row.miou_n} with a defined IoU"
+            for row in labels.itertuples()
+        ],
+        (labels["status"] != TOO_FEW).to_numpy(),
+        min_positives=args.min_positives,
+        min_negatives=None,
+    )
+    if line is not None:
+        print(line)
     print(f"tables and figures: {args.out}")
 
 
 def _run_localize_nih(args: argparse.Namespace) -> None:
     """Grad-CAM against NIH's boxes, beside chance and a cross-fitted anatomical prior."""
+    from chexviz._internal.cases import TOO_FEW, too_few_line
     from chexviz.data.nih import NIHChestXray14Dataset, read_nih_boxes
     from chexviz.explain.gradcam import GradCAM
     from chexviz.explain.localization import (
@@ -752,11 +878,26 @@ def _run_localize_nih(args: argparse.Namespace) -> None:
     table = score_localization_cross_fitted(
         cam, data, boxes, progress=args.progress, seed=args.seed
     )
-    summary = summarize_localization(table)
+    summary = summarize_localization(
+        table, min_findings=args.min_positives, patients=data.patient_ids
+    )
     args.out.mkdir(parents=True, exist_ok=True)
     table.to_csv(args.out / "localization.csv", index=False)
     summary.to_csv(args.out / "localization_summary.csv")
     print(summary.to_string(float_format="%.3f"))
+    labels = summary.drop(index="overall")
+    line = too_few_line(
+        [str(label) for label in labels.index],
+        [
+            f"{row.explained} explained of {row.findings} boxed findings"
+            for row in labels.itertuples()
+        ],
+        (labels["status"] != TOO_FEW).to_numpy(),
+        min_positives=args.min_positives,
+        min_negatives=None,
+    )
+    if line is not None:
+        print(line)
     print(f"tables: {args.out}")
 
 

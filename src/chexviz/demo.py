@@ -312,7 +312,8 @@ def run_demo(
     cam = GradCAM(model)
     scores = score_localization(cam, test, boxes, classes="true", progress=progress, prior=prior)
     scores.to_csv(out / "localization.csv", index=False)
-    summary = summarize_localization(scores)
+    owners = [_test_items(test).patient_ids[i] for i in test.indices]
+    summary = summarize_localization(scores, patients=owners)
     summary.to_csv(out / "localization_summary.csv")
 
     stage("scoring Grad-CAM masks with the CheXlocalize protocol on the validation patients")
@@ -367,7 +368,7 @@ def run_demo(
                 demo_figures(result)
             ),
             f"Classification on the {len(test)} test images (uncertain labels negative)": (
-                _classification_table(metrics, excluded)
+                _classification_table(metrics, excluded, test, owners)
             ),
             "Localisation of the boxed findings: Grad-CAM, chance and the anatomical prior": (
                 summary
@@ -585,8 +586,17 @@ def _macro(metrics: Metrics, labels: Sequence[str]) -> float:
     return float(np.mean(defined)) if defined else math.nan
 
 
-def _classification_table(metrics: Metrics, excluded: Metrics) -> pd.DataFrame:
+def _classification_table(
+    metrics: Metrics,
+    excluded: Metrics,
+    test: torch.utils.data.Subset[tuple[torch.Tensor, torch.Tensor]],
+    owners: Sequence[object],
+) -> pd.DataFrame:
     frame = metrics.to_frame()
+    key = evaluation_targets(test)
+    assert key is not None  # a CheXpertDataset keeps its raw label cells
+    patients = np.asarray([str(owner) for owner in owners])
+    per_label = [len(set(patients[~np.isnan(key[:, j])])) for j in range(key.shape[1])]
     table: pd.DataFrame = pd.DataFrame(
         {
             "AUROC": frame["auroc"],
@@ -596,7 +606,9 @@ def _classification_table(metrics: Metrics, excluded: Metrics) -> pd.DataFrame:
             "all-negative": frame["all_negative_accuracy"],
             "majority class": frame["majority_accuracy"],
             "positives": frame["positives"],
+            "negatives": frame["support"] - frame["positives"],
             "images": frame["support"],
+            "patients": [*per_label, len(set(patients))],
         }
     )
     return table

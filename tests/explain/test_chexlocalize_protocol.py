@@ -159,7 +159,9 @@ def test_iou_and_hit_on_hand_computed_cases() -> None:
         ("d", "Edema"): np.zeros((4, 4)),  # constant map: empty segmentation, never a hit
     }
     thresholds = {"Edema": 0.5}
-    scores = score_chexlocalize(heatmaps, ground_truth, thresholds=thresholds, baselines=False)
+    scores = score_chexlocalize(
+        heatmaps, ground_truth, thresholds=thresholds, baselines=False, min_cases=1
+    )
     table = scores.per_image.set_index("cxr_id")
     assert table.loc["a", "iou"] == pytest.approx(0.5)
     assert table.loc["b", "iou"] == 0.0
@@ -253,6 +255,71 @@ def test_bootstrap_intervals_are_the_references() -> None:
         scores.summary.loc[["Edema", "Cardiomegaly"], "miou"].mean()
     )
     assert mean["miou_lower"] <= mean["miou"] <= mean["miou_upper"]
+
+
+def _two_pathologies(cardiomegaly: int) -> tuple[dict[tuple[str, str], np.ndarray], dict]:
+    """30 CXRs with Edema, the first ``cardiomegaly`` of them also with Cardiomegaly."""
+    rng = np.random.default_rng(5)
+    ground_truth: dict[str, dict[str, np.ndarray]] = {}
+    heatmaps: dict[tuple[str, str], np.ndarray] = {}
+    for index in range(30):
+        cxr = f"patient{index // 2:05d}_study{index % 2 + 1}_view1_frontal"
+        ground_truth[cxr] = {}
+        for label in ("Edema", "Cardiomegaly"):
+            mask = np.zeros((12, 12), dtype=bool)
+            if label == "Edema" or index < cardiomegaly:
+                top, left = rng.integers(0, 6, 2)
+                mask[top : top + 6, left : left + 6] = True
+            ground_truth[cxr][label] = mask
+            heatmaps[(cxr, label)] = rng.random((3, 3))
+    return heatmaps, ground_truth
+
+
+def test_a_pathology_with_two_cxrs_is_too_few_and_out_of_the_mean() -> None:
+    heatmaps, ground_truth = _two_pathologies(cardiomegaly=2)
+    scores = score_chexlocalize(heatmaps, ground_truth, n_bootstrap=200, baselines=False)
+    summary = scores.summary
+    cardio = summary.loc["Cardiomegaly"]
+    assert cardio["status"] == "too few cases"
+    assert (cardio["positives"], cardio["patients"]) == (2, 1)
+    assert np.isnan(cardio["hit_rate"])
+    assert np.isnan(cardio["hit_rate_lower"])
+    assert summary.loc["Edema", "status"] == "scored"
+    assert (summary.loc["Edema", "positives"], summary.loc["Edema", "patients"]) == (30, 15)
+    for column in ("miou", "hit_rate"):
+        assert summary.loc["mean", column] == summary.loc["Edema", column]
+        assert len(scores.mean_bootstrap[column]) == 200
+    with pytest.raises(ValueError, match="min_positives"):
+        score_chexlocalize(heatmaps, ground_truth, min_cases=0)
+
+
+def test_the_means_interval_has_every_pathology_in_every_replicate() -> None:
+    # One CXR of 30 has Cardiomegaly, a hit; every Edema map peaks outside its mask, a miss.
+    # About a third of the replicates miss the Cardiomegaly CXR: the mean over both
+    # pathologies is 0.5 in every replicate only if each keeps both (misses redrawn).
+    heatmaps, ground_truth = _two_pathologies(cardiomegaly=1)
+    for cxr, label in list(heatmaps):
+        peak = np.zeros((12, 12))
+        if label == "Edema":
+            peak[11, 11] = 1.0  # masks span rows and columns 0 to 10
+        else:
+            rows, columns = np.nonzero(ground_truth[cxr][label])
+            if rows.size:
+                peak[rows[0], columns[0]] = 1.0
+        heatmaps[(cxr, label)] = peak
+    scores = score_chexlocalize(
+        heatmaps, ground_truth, n_bootstrap=300, baselines=False, min_cases=1
+    )
+    assert scores.summary.loc["Cardiomegaly", "hit_rate"] == 1.0
+    assert scores.summary.loc["Edema", "hit_rate"] == 0.0
+    hit = scores.mean_bootstrap["hit_rate"]
+    assert len(hit) == 300
+    np.testing.assert_array_equal(hit, 0.5)
+    summary = scores.summary
+    assert (summary.loc["mean", "hit_rate_lower"], summary.loc["mean", "hit_rate_upper"]) == (
+        0.5,
+        0.5,
+    )
 
 
 def test_chance_and_leave_one_patient_out_prior() -> None:
@@ -386,7 +453,9 @@ def test_one_pass_tuning_equals_the_per_candidate_loop() -> None:
     assert set(curves["parameter"]) == {"threshold", "cutoff"}
     assert len(curves) == 2 * (len(DEFAULT_THRESHOLDS) + len(cutoffs))
     # The tuned thresholds score at least as well as Otsu and every other candidate.
-    best = score_chexlocalize(heatmaps, ground_truth, thresholds=tuning.thresholds, baselines=False)
+    best = score_chexlocalize(
+        heatmaps, ground_truth, thresholds=tuning.thresholds, baselines=False, min_cases=1
+    )
     for label, value in tuning.thresholds.items():
         rows = curves[(curves["label"] == label) & (curves["parameter"] == "threshold")]
         assert rows["miou"].max() == pytest.approx(best.summary.loc[label, "miou"])
@@ -464,6 +533,15 @@ def test_localize_command_writes_tables_figure_and_overlays(
     summary = pd.read_csv(out / "summary.csv", index_col="label")
     assert list(summary.index)[-1] == "mean"
     assert {"miou", "miou_lower", "hit_rate", "prior_miou", "chance_hit_rate"} <= set(summary)
+    # Counts per pathology, printed and saved; those below the minimum are named and why.
+    assert {"status", "positives", "patients"} <= set(summary)
+    assert "positives" in printed
+    assert "patients" in printed
+    few = summary.drop(index="mean").query("status == 'too few cases'")
+    assert len(few)
+    assert few["miou"].isna().all()
+    assert "too few cases, not scored and left out of the mean" in printed
+    assert f"{few.index[0]} ({few['positives'].iloc[0]} X-rays with a finding of " in printed
     reference = pd.read_csv(out / "iou_summary_results.csv")
     assert list(reference.columns) == ["name", "lower", "mean", "upper"]
     assert "Airspace Opacity" in set(reference["name"])

@@ -365,7 +365,7 @@ def test_positives_mode_keeps_missed_findings_unscored(
     assert scores.loc[~explained, "hit"].isna().all()
     assert scores.loc[~explained, "iou"].isna().all()
     assert scores.loc[explained, "hit"].all()
-    summary = summarize_localization(scores)
+    summary = summarize_localization(scores, min_findings=1)
     assert summary.loc["overall", "findings"] == len(scores)
     assert summary.loc["overall", "explained"] == explained.sum()
     assert summary.loc["overall", "hit_rate"] == 1.0
@@ -464,7 +464,7 @@ def test_real_gradcam_end_to_end(synthetic: tuple[CheXpertDataset, pd.DataFrame]
     assert scores["explained"].all()
     assert scores["iou"].between(0, 1).all()
     assert scores["energy"].between(0, 1).all()
-    summary = summarize_localization(scores)
+    summary = summarize_localization(scores, min_findings=1)
     assert summary.index[-1] == "overall"
     assert summary.loc["overall", "findings"] == len(scores)
     assert summary.loc["overall", "chance"] == pytest.approx(scores["chance"].mean())
@@ -490,8 +490,9 @@ def test_summary_numbers() -> None:
             "prior_energy": [0.3, 0.5, 0.1, np.nan],
         }
     )
-    summary = summarize_localization(scores)
+    summary = summarize_localization(scores, min_findings=1, patients=["p0", "p1", "p1"])
     assert list(summary.index) == ["Edema", "Cardiomegaly", "overall"]
+    assert summary["patients"].tolist() == [2, 1, 2]
     edema = summary.loc["Edema"]
     assert (edema.findings, edema.explained) == (3, 2)
     assert edema.hit_rate == pytest.approx(0.5)
@@ -505,6 +506,41 @@ def test_summary_numbers() -> None:
     assert overall.prior_energy == pytest.approx(0.3)
     with pytest.raises(KeyError, match="hit"):
         summarize_localization(scores.drop(columns="hit"))
+
+
+def test_labels_with_too_few_findings_are_counted_not_scored() -> None:
+    # Twelve explained Edema findings and two of Cardiomegaly (a hit and a miss): the two
+    # keep their counts, lose their scores and leave "overall", which pools Edema only.
+    rows = 14
+    scores = pd.DataFrame(
+        {
+            "index": range(rows),
+            "Path": [f"p{i}" for i in range(rows)],
+            "label": ["Edema"] * 12 + ["Cardiomegaly"] * 2,
+            "n_boxes": 1,
+            "probability": 0.9,
+            "predicted": True,
+            "explained": True,
+            "zero_map": pd.array([False] * rows, dtype="boolean"),
+            "hit": pd.array([False] * 12 + [True, True], dtype="boolean"),
+            "iou": 0.1,
+            "energy": 0.2,
+            "chance": 0.1,
+            "prior_hit": pd.array([False] * rows, dtype="boolean"),
+            "prior_iou": 0.0,
+            "prior_energy": 0.1,
+        }
+    )
+    summary = summarize_localization(scores, patients=[f"patient{i // 2}" for i in range(rows)])
+    cardio = summary.loc["Cardiomegaly"]
+    assert cardio["status"] == "too few cases"
+    assert (cardio["findings"], cardio["explained"], cardio["patients"]) == (2, 2, 1)
+    assert np.isnan(cardio["hit_rate"])
+    assert summary.loc["Edema", "status"] == "scored"
+    assert summary.loc["overall", "hit_rate"] == 0.0  # the two hits are not pooled
+    assert summary.loc["overall", "status"] == "1 of 2 labels"
+    with pytest.raises(ValueError, match="min_positives"):
+        summarize_localization(scores, min_findings=0)
 
 
 # --------------------------------------------------------------------------------------------
@@ -596,7 +632,7 @@ def _split_scores(tiny: CheXpertDataset, train_boxes, test_boxes, points):
     prior = anatomical_prior(training, SIZE)
     cam = PointingCAM(tiny, {paths[5 + i]: point for i, point in enumerate(points)})
     scores = score_localization(cam, test, boxes, classes="true", progress=False, prior=prior)
-    return summarize_localization(scores).loc["overall"]
+    return summarize_localization(scores, min_findings=1).loc["overall"]
 
 
 def test_the_prior_wins_when_the_maps_miss_the_anatomy(tiny: CheXpertDataset) -> None:

@@ -13,8 +13,9 @@ from sklearn.metrics import roc_auc_score
 from torch.utils.data import Subset
 
 from chexviz.data.labels import CHEXPERT_LABELS
+from chexviz.data.mimic import MIMICCXRDataset
 from chexviz.data.nih import NIHChestXray14Dataset
-from chexviz.data.synthetic_external import make_synthetic_nih
+from chexviz.data.synthetic_external import make_synthetic_mimic, make_synthetic_nih
 from chexviz.models.classifier import MultiLabelClassifier
 from chexviz.training.external import (
     CHANCE_AUROC,
@@ -24,6 +25,7 @@ from chexviz.training.external import (
     validate_externally,
 )
 from chexviz.training.metrics import compute_metrics
+from chexviz.training.trainer import Trainer
 
 
 def _scores(patients: int, per_patient: int, seed: int = 0) -> tuple[np.ndarray, ...]:
@@ -64,7 +66,9 @@ def test_intervals_resample_patients_not_images() -> None:
 def test_perfect_scores_and_undefined_labels() -> None:
     targets = np.array([[0, 1, np.nan], [1, 1, np.nan], [0, 1, 1], [1, 1, 0]], dtype=float)
     probs = np.array([[0.1, 0.5, 0.5], [0.9, 0.5, 0.5], [0.2, 0.5, 0.6], [0.8, 0.5, 0.4]])
-    result = bootstrap_auroc(probs, targets, ["a", "b", "c", "d"], replicates=200)
+    result = bootstrap_auroc(
+        probs, targets, ["a", "b", "c", "d"], replicates=200, min_positives=1, min_negatives=1
+    )
     assert result["auroc"][0] == 1.0
     assert (result["low"][0], result["high"][0]) == (1.0, 1.0)
     # A single class: undefined, not 0 or 1, and out of the mean.
@@ -102,6 +106,8 @@ def test_validation_scores_only_shared_labels(nih: NIHChestXray14Dataset, tmp_pa
         device="cpu",
         progress=False,
         internal=carried,
+        min_positives=1,
+        min_negatives=1,
     )
     unannotated = set(nih.unannotated)
     assert not unannotated & set(result.shared_labels)
@@ -122,6 +128,9 @@ def test_validation_scores_only_shared_labels(nih: NIHChestXray14Dataset, tmp_pa
         "source",
         "images",
         "positives",
+        "negatives",
+        "patients",
+        "status",
         "auroc",
         "ci_low",
         "ci_high",
@@ -152,3 +161,60 @@ def test_labels_must_be_the_models(nih: NIHChestXray14Dataset) -> None:
         validate_externally(model, nih, replicates=0, device="cpu", progress=False)
     with pytest.raises(TypeError, match="chexviz data set"):
         validate_externally(model, [1, 2], replicates=0, device="cpu")  # type: ignore[arg-type]
+
+
+def test_a_label_with_two_positives_is_too_few_and_out_of_the_mean() -> None:
+    probs, targets, groups = _scores(40, 1)
+    targets[:, 1] = 0.0
+    targets[:2, 1] = 1.0  # two positive patients: an AUROC, but from a handful of cases
+    result = bootstrap_auroc(probs, targets, groups, replicates=100, seed=0)
+    assert result["scored"].tolist() == [True, False]
+    assert result["positive_patients"].tolist()[1] == 2
+    assert result["negatives"].tolist()[1] == 38
+    assert math.isnan(result["auroc"][1])
+    assert math.isnan(result["low"][1])
+    assert result["mean"] == pytest.approx(result["auroc"][0])
+    assert result["replicates"] == 100
+    with pytest.raises(ValueError, match="min_positives"):
+        bootstrap_auroc(probs, targets, groups, min_positives=0)
+
+
+def test_the_means_interval_uses_every_replicate() -> None:
+    # Two positive patients of 40 miss a replicate about 13% of the time: such replicates are
+    # drawn again, not dropped, so every requested replicate has every scored label.
+    probs, targets, groups = _scores(40, 1)
+    targets[:, 1] = 0.0
+    targets[:2, 1] = 1.0
+    result = bootstrap_auroc(
+        probs, targets, groups, replicates=300, seed=0, min_positives=1, min_negatives=1
+    )
+    assert result["scored"].all()
+    assert result["replicates"] == 300
+    assert result["redrawn"] > 0
+    assert result["mean_low"] <= result["mean"] <= result["mean_high"]
+
+
+def test_one_answer_key_whatever_the_training_policy(tmp_path: Path) -> None:
+    root = make_synthetic_mimic(tmp_path / "mimic", patients=40)
+    torch.manual_seed(0)
+    model = MultiLabelClassifier("simple_cnn", image_size=32)
+    figures = {}
+    for policy in ("zeros", "ones", "ignore"):
+        data = MIMICCXRDataset(root, image_size=32, uncertainty=policy, progress=False)
+        figures[policy] = validate_externally(
+            model, data, replicates=20, device="cpu", progress=False
+        )
+    zeros = figures["zeros"]
+    for policy in ("ones", "ignore"):
+        np.testing.assert_array_equal(figures[policy].auroc, zeros.auroc)
+        np.testing.assert_array_equal(figures[policy].positives, zeros.positives)
+        assert figures[policy].mean == zeros.mean
+        assert (figures[policy].mean_low, figures[policy].mean_high) == (
+            zeros.mean_low,
+            zeros.mean_high,
+        )
+    ones = MIMICCXRDataset(root, image_size=32, uncertainty="ones", progress=False)
+    internal = Trainer(model, device="cpu", progress=False).evaluate(ones)
+    assert zeros.scored.any()
+    np.testing.assert_allclose(zeros.auroc[zeros.scored], internal.auroc[zeros.scored], rtol=1e-6)
+    assert zeros.mean == pytest.approx(float(np.mean(internal.auroc[zeros.scored])))

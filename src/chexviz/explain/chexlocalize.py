@@ -37,8 +37,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-import warnings
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -52,6 +51,13 @@ import torch.nn.functional as F  # noqa: N812
 from PIL import Image, ImageDraw
 from tqdm.auto import tqdm
 
+from chexviz._internal.cases import (
+    DEFAULT_MIN_POSITIVES,
+    TOO_FEW,
+    check_minimum,
+    complete_replicates,
+    enough_cases,
+)
 from chexviz.data.chexlocalize import (
     LOCALIZATION_LABELS,
     CheXlocalizeGroundTruth,
@@ -459,15 +465,20 @@ class CheXlocalizeScores:
             where nothing was segmented), ``probability`` (when given), ``iou`` and ``hit``
             (NaN where undefined), and with baselines ``chance_iou``, ``chance_hit``,
             ``prior_iou``, ``prior_hit``.
-        summary: One row per pathology and a last row ``"mean"`` (the mean over pathologies):
-            for each metric (``miou``, ``hit_rate``, then ``chance_miou``,
+        summary: One row per pathology and a last row ``"mean"`` (the mean over the
+            pathologies reported): ``status`` (``"scored"``, or ``"too few cases"`` for a
+            pathology with fewer than ``min_cases`` CXRs with a finding or defined values of
+            mIoU or hit rate), ``positives`` (CXRs with a finding) and ``patients`` (theirs),
+            then for each metric (``miou``, ``hit_rate``, then ``chance_miou``,
             ``chance_hit_rate``, ``prior_miou``, ``prior_hit_rate``) the point estimate (mean
-            of the defined per-image values), ``_lower`` and ``_upper`` (95% bootstrap
-            interval) and ``_n`` (defined values).
+            of the defined per-image values; NaN for too few cases), ``_lower`` and
+            ``_upper`` (95% bootstrap interval) and ``_n`` (defined values).
         bootstrap: Per metric (the keys of ``summary``'s metrics), the bootstrap replicates
             ``[n_bootstrap, pathologies]``.
         true_positive_only: Whether IoU was computed on the true-positive slice.
         seed: The bootstrap seed.
+        mean_bootstrap: Per metric, the ``n_bootstrap`` replicates of the mean over the
+            pathologies it reports (the same pathologies in every replicate).
     """
 
     per_image: pd.DataFrame
@@ -475,6 +486,7 @@ class CheXlocalizeScores:
     bootstrap: dict[str, pd.DataFrame]
     true_positive_only: bool
     seed: int
+    mean_bootstrap: dict[str, np.ndarray] = field(default_factory=dict)
 
     def to_csv(self, folder: str | os.PathLike[str]) -> list[Path]:
         """Writes the tables, chexviz's and the reference ``eval.py``'s.
@@ -558,11 +570,21 @@ def _summarise(
     n_bootstrap: int,
     seed: int,
     known: Iterable[str],
-) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
-    # The reference resamples the rows of each metric's own table: eval.py's IoU table holds
-    # every scored CXR (on the full set, those without ground truth too), its hit table only
-    # the CXRs of the ground-truth file. Each is a separate run seeded alike, so both draw
-    # from the same seed, over their own number of rows.
+    min_cases: int = DEFAULT_MIN_POSITIVES,
+) -> tuple[pd.DataFrame, dict[str, pd.DataFrame], dict[str, np.ndarray]]:
+    """Per pathology and over pathologies: point estimates, intervals and counts.
+
+    Per pathology the replicates are drawn as ``eval.py`` draws them: it resamples the rows
+    of each metric's own table. Its IoU table holds every scored CXR (on the full set, those
+    without ground truth too), its hit table only the CXRs of the ground-truth file; each is
+    a separate run seeded alike, so both draw from the same seed over their own rows. The
+    rule for too few cases (``chexviz._internal.cases``): a pathology is reported for a
+    metric only with at least ``min_cases`` CXRs with a finding and ``min_cases`` defined
+    values; the mean is over the pathologies reported for that metric, the same set in every
+    replicate: a replicate in which one of them drew no defined value is replaced, for the
+    mean only, by a fresh draw. Returns the summary, the per-pathology replicates and the
+    mean's.
+    """
     everyone = sorted(per_image["cxr_id"].unique())
     in_truth = set(known)
     rows_of = {
@@ -572,8 +594,21 @@ def _summarise(
     weights_of = {
         kind: _bootstrap_weights(len(cxrs), n_bootstrap, seed) for kind, cxrs in rows_of.items()
     }
-    rows: dict[str, dict[str, float]] = {label: {} for label in (*labels, "mean")}
+    rows: dict[str, dict[str, object]] = {label: {} for label in (*labels, "mean")}
+    with_finding = per_image[per_image["gt_pixels"] > 0]
+    positives = []
+    for label in labels:
+        found = with_finding.loc[with_finding["label"] == label, "cxr_id"]
+        positives.append(len(found))
+        rows[label] |= {"positives": len(found), "patients": len(set(map(_patient, found)))}
+    rows["mean"] |= {
+        "positives": len(with_finding),
+        "patients": len(set(map(_patient, with_finding["cxr_id"]))),
+    }
+    reported = np.ones(len(labels), dtype=bool)
     replicates: dict[str, pd.DataFrame] = {}
+    mean_replicates: dict[str, np.ndarray] = {}
+    redraw = np.random.default_rng([seed, len(everyone)])
     for metric in metrics:
         name = _SUMMARY_NAMES[metric]
         kind = "hit" if metric.endswith("hit") else "iou"
@@ -581,39 +616,75 @@ def _summarise(
         wide = per_image.pivot(index="cxr_id", columns="label", values=metric)
         values = wide.reindex(index=cxrs, columns=list(labels)).to_numpy(dtype=np.float64)
         defined = ~np.isnan(values)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            boot = (weights @ np.where(defined, values, 0.0)) / (weights @ defined)
-            point = np.where(defined, values, 0.0).sum(0) / defined.sum(0)
+        filled = np.where(defined, values, 0.0)
+        enough = enough_cases(positives, defined.sum(0), min_cases, min_cases)
+        if metric in _METRICS:
+            reported &= enough
+        kept = np.flatnonzero(enough)
+
+        def means(
+            w: np.ndarray, filled: np.ndarray = filled, defined: np.ndarray = defined
+        ) -> np.ndarray:
+            with np.errstate(invalid="ignore", divide="ignore"):
+                result: np.ndarray = (w @ filled) / (w @ defined)
+            return result
+
+        boot = means(weights)
+        point = means(np.ones((1, len(cxrs))))[0]
         replicates[name] = pd.DataFrame(boot, columns=list(labels))
         for column, label in enumerate(labels):
-            lower, upper = _interval(boot[:, column])
-            rows[label].update(
-                {
-                    name: float(point[column]),
-                    f"{name}_lower": lower,
-                    f"{name}_upper": upper,
-                    f"{name}_n": float(defined[:, column].sum()),
-                }
-            )
-        with warnings.catch_warnings():
-            # The mean over pathologies of a replicate where none is defined is NaN, as wanted.
-            warnings.simplefilter("ignore", RuntimeWarning)
-            boot_mean = np.nanmean(boot, axis=1)
-            point_mean = float(np.nanmean(point))
-        lower, upper = _interval(boot_mean)
-        rows["mean"].update(
-            {
-                name: point_mean,
+            ok = bool(enough[column])
+            lower, upper = _interval(boot[:, column]) if ok else (math.nan, math.nan)
+            rows[label] |= {
+                name: float(point[column]) if ok else math.nan,
                 f"{name}_lower": lower,
                 f"{name}_upper": upper,
-                f"{name}_n": float(defined.sum()),
+                f"{name}_n": int(defined[:, column].sum()),
             }
-        )
+        complete = ~np.isnan(boot[:, kept]).any(axis=1)
+        missing = int((~complete).sum()) if len(kept) else 0
+
+        def draw(
+            means: Callable[[np.ndarray], np.ndarray] = means, n: int = len(cxrs)
+        ) -> np.ndarray:
+            drawn = redraw.integers(0, n, size=n)
+            counts = np.bincount(drawn, minlength=n).astype(np.float64)
+            row: np.ndarray = means(counts[None, :])[0]
+            return row
+
+        def has_all(row: np.ndarray, kept: np.ndarray = kept) -> bool:
+            return not np.isnan(row[kept]).any()
+
+        fresh, redrawn = complete_replicates(draw, has_all, missing)
+        if missing:
+            logger.info(
+                "%s: %d replicates missed a pathology of the mean and were drawn again (%d draws)",
+                name,
+                missing,
+                missing + redrawn,
+            )
+        if len(kept):
+            stacked = np.concatenate([boot[complete], np.asarray(fresh).reshape(-1, len(labels))])
+            mean_replicates[name] = stacked[:, kept].mean(axis=1)
+        else:
+            mean_replicates[name] = np.full(n_bootstrap, np.nan)
+        lower, upper = _interval(mean_replicates[name])
+        rows["mean"] |= {
+            name: float(point[kept].mean()) if len(kept) else math.nan,
+            f"{name}_lower": lower,
+            f"{name}_upper": upper,
+            f"{name}_n": int(defined[:, kept].sum()),
+        }
+    for column, label in enumerate(labels):
+        rows[label]["status"] = "scored" if reported[column] else TOO_FEW
+    rows["mean"]["status"] = f"mean of {int(reported.sum())}"
     summary = pd.DataFrame.from_dict(rows, orient="index")
     summary.index.name = "label"
+    order = ["status", "positives", "patients"]
+    summary = summary[order + [c for c in summary.columns if c not in order]]
     counts = [column for column in summary.columns if column.endswith("_n")]
-    typed: pd.DataFrame = summary.astype(dict.fromkeys(counts, "int64"))
-    return typed, replicates
+    typed: pd.DataFrame = summary.astype(dict.fromkeys([*counts, "positives", "patients"], "int64"))
+    return typed, replicates, mean_replicates
 
 
 def score_chexlocalize(
@@ -629,6 +700,7 @@ def score_chexlocalize(
     n_bootstrap: int = 1000,
     seed: int = 0,
     progress: bool = False,
+    min_cases: int = DEFAULT_MIN_POSITIVES,
 ) -> CheXlocalizeScores:
     """Scores heatmaps against CheXlocalize ground truth: IoU, hit rate, bootstrap intervals.
 
@@ -668,6 +740,8 @@ def score_chexlocalize(
         n_bootstrap: Bootstrap resamples of the CXRs (at least 1).
         seed: Seed of the resamples (the reference's ``--seed``).
         progress: Show a progress bar (only on a terminal).
+        min_cases: Fewest CXRs with a finding, and defined values, a pathology needs to be
+            reported for a metric; below it it is "too few cases" and out of the mean.
 
     Returns:
         The per-image and summary tables and the bootstrap replicates.
@@ -681,6 +755,7 @@ def score_chexlocalize(
     """
     if isinstance(n_bootstrap, bool) or not isinstance(n_bootstrap, int) or n_bootstrap < 1:
         raise ValueError(f"n_bootstrap must be a positive integer, got {n_bootstrap!r}")
+    check_minimum(min_cases)
     levels = _per_label(thresholds, "thresholds")
     limits = _per_label(cutoffs, "cutoffs")
     if limits and probabilities is None:
@@ -705,10 +780,10 @@ def score_chexlocalize(
     if probabilities is None:
         per_image = per_image.drop(columns="probability")
     metrics = [*_METRICS, *(_BASELINES if baselines else ())]
-    summary, replicates = _summarise(
-        per_image, metrics, inputs.labels, n_bootstrap, seed, inputs.known
+    summary, replicates, means = _summarise(
+        per_image, metrics, inputs.labels, n_bootstrap, seed, inputs.known, min_cases
     )
-    return CheXlocalizeScores(per_image, summary, replicates, true_positive_only, seed)
+    return CheXlocalizeScores(per_image, summary, replicates, true_positive_only, seed, means)
 
 
 def _probability(probabilities: Mapping[tuple[str, str], float] | None, pair: _Pair) -> float:
@@ -1206,6 +1281,7 @@ def run_chexlocalize(
     n_bootstrap: int = 1000,
     seed: int = 0,
     progress: bool = True,
+    min_cases: int = DEFAULT_MIN_POSITIVES,
 ) -> CheXlocalizeScores:
     """Explains a data set's X-rays, scores them with the CheXlocalize protocol, writes it all.
 
@@ -1241,6 +1317,8 @@ def run_chexlocalize(
         n_bootstrap: Bootstrap resamples.
         seed: Bootstrap seed.
         progress: Show progress bars (only on a terminal).
+        min_cases: Fewest CXRs with a finding a pathology needs to be reported (see
+            [`score_chexlocalize`][chexviz.explain.chexlocalize.score_chexlocalize]).
 
     Returns:
         The scores.
@@ -1304,6 +1382,7 @@ def run_chexlocalize(
         true_positive_only=true_positive_only,
         sizes=extra,
         n_bootstrap=n_bootstrap,
+        min_cases=min_cases,
         seed=seed,
         progress=progress,
     )

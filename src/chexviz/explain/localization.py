@@ -34,6 +34,12 @@ from torch.utils.data import Dataset, Subset
 from tqdm.auto import tqdm
 
 from chexviz._internal.arrays import as_heatmap
+from chexviz._internal.cases import (
+    DEFAULT_MIN_POSITIVES,
+    TOO_FEW,
+    check_minimum,
+    enough_cases,
+)
 from chexviz._internal.datasets import unwrap_subsets
 from chexviz.data.boxes import BOX_COLUMNS, scale_boxes
 from chexviz.data.dataset import RELEASE_FOLDERS
@@ -708,33 +714,60 @@ def score_localization_cross_fitted(
     return table
 
 
-def summarize_localization(scores: pd.DataFrame) -> pd.DataFrame:
+def summarize_localization(
+    scores: pd.DataFrame,
+    *,
+    min_findings: int = DEFAULT_MIN_POSITIVES,
+    patients: Sequence[object] | None = None,
+) -> pd.DataFrame:
     """Per-label and overall localisation scores beside chance and the anatomical prior.
+
+    The rule for too few cases (``chexviz._internal.cases``, as for AUROC): a label with
+    fewer than ``min_findings`` explained findings has status ``"too few cases"``, keeps its
+    counts but no scores, and is left out of ``"overall"``; every finding of a box summary is
+    a positive case, so there is no minimum of negatives.
 
     Args:
         scores: The frame of `score_localization`.
+        min_findings: Fewest explained findings a label needs to be scored (at least 1).
+        patients: The patient of each dataset item (``dataset.patient_ids``), indexed by the
+            ``index`` column, to count patients per label; None leaves ``patients`` NaN.
 
     Returns:
-        One row per label (in order of appearance) and a last row ``"overall"`` pooling all
-        findings (a micro-average), with columns ``findings`` (boxed findings), ``explained``
-        (those with a heatmap), ``hit_rate`` (pointing game), ``chance`` (hit rate of a
+        One row per label (in order of appearance) and a last row ``"overall"`` whose scores
+        pool the findings of the labels scored (a micro-average) and whose counts are of every
+        finding, with columns ``status`` (``"scored"`` or ``"too few cases"``;
+        ``"overall"``'s says how many labels its scores pool),
+        ``findings`` (boxed findings), ``explained`` (those with a heatmap), ``patients``
+        (of the boxed findings), ``hit_rate`` (pointing game), ``chance`` (hit rate of a
         random point on the same explained findings), ``prior_hit_rate`` (the anatomical
         prior's), ``iou``, ``prior_iou``, ``energy`` and ``prior_energy`` (means over the
         explained findings; the prior's over those whose label has a prior map). A label
-        without explained findings has NaN scores, as has the prior where none was given.
+        without enough explained findings has NaN scores, as has the prior where none was
+        given.
 
     Raises:
         KeyError: If ``scores`` lacks a column of `score_localization`'s output.
+        ValueError: If ``min_findings`` is not a positive integer.
     """
     missing = [column for column in _ROW_TYPES if column not in scores.columns]
     if missing:
         raise KeyError(f"scores lacks columns {missing}; pass the frame of score_localization")
+    check_minimum(min_findings)
+    owners = None if patients is None else np.asarray([str(p) for p in patients], dtype=object)
 
-    def pooled(rows: pd.DataFrame) -> dict[str, float]:
-        explained = rows[rows["explained"].astype(bool)]
+    def counts(rows: pd.DataFrame) -> dict[str, object]:
         return {
             "findings": len(rows),
-            "explained": len(explained),
+            "explained": int(rows["explained"].astype(bool).sum()),
+            "patients": np.nan
+            if owners is None
+            else len(set(owners[rows["index"].to_numpy(dtype=np.int64)])),
+        }
+
+    def pooled(rows: pd.DataFrame) -> dict[str, object]:
+        explained = rows[rows["explained"].astype(bool)]
+        return {
             "hit_rate": float(explained["hit"].astype("float64").mean()),
             "chance": float(explained["chance"].mean()),
             "prior_hit_rate": float(explained["prior_hit"].astype("float64").mean()),
@@ -744,9 +777,27 @@ def summarize_localization(scores: pd.DataFrame) -> pd.DataFrame:
             "prior_energy": float(explained["prior_energy"].mean()),
         }
 
-    table = {str(label): pooled(rows) for label, rows in scores.groupby("label", sort=False)}
-    table["overall"] = pooled(scores)
-    summary = pd.DataFrame.from_dict(table, orient="index")
+    groups = list(scores.groupby("label", sort=False))
+    explained = np.asarray([int(rows["explained"].astype(bool).sum()) for _, rows in groups])
+    enough = enough_cases(explained, None, min_findings)
+    table: dict[str, dict[str, object]] = {
+        str(label): {"status": "scored", **counts(rows), **pooled(rows)}
+        if ok
+        else {"status": TOO_FEW, **counts(rows)}
+        for (label, rows), ok in zip(groups, enough, strict=True)
+    }
+    kept = [label for (label, _), ok in zip(groups, enough, strict=True) if ok]
+    # "overall" counts every finding (the missed ones too) but pools the scored labels only.
+    table["overall"] = {
+        "status": f"{len(kept)} of {len(groups)} labels",
+        **counts(scores),
+        **pooled(scores[scores["label"].isin(kept)]),
+    }
+    columns = ["status", "findings", "explained", "patients", "hit_rate", "chance"]
+    columns += ["prior_hit_rate", "iou", "prior_iou", "energy", "prior_energy"]
+    summary = pd.DataFrame.from_dict(table, orient="index").reindex(columns=columns)
     summary.index.name = "label"
     typed: pd.DataFrame = summary.astype({"findings": "int64", "explained": "int64"})
+    for column in columns[4:]:
+        typed[column] = typed[column].astype("float64")
     return typed

@@ -30,10 +30,19 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
+from chexviz._internal.cases import (
+    DEFAULT_MIN_NEGATIVES,
+    DEFAULT_MIN_POSITIVES,
+    TOO_FEW,
+    check_minimum,
+    complete_replicates,
+    enough_cases,
+    too_few_line,
+)
 from chexviz._internal.datasets import unwrap_subsets
 from chexviz.models.classifier import MultiLabelClassifier
 from chexviz.models.serialization import read_extra
-from chexviz.training.metrics import Metrics
+from chexviz.training.metrics import Metrics, evaluation_targets
 from chexviz.training.trainer import Trainer
 
 __all__ = [
@@ -102,14 +111,22 @@ def bootstrap_auroc(
     replicates: int = 1000,
     seed: int = 0,
     confidence: float = 0.95,
+    min_positives: int = DEFAULT_MIN_POSITIVES,
+    min_negatives: int = DEFAULT_MIN_NEGATIVES,
 ) -> dict[str, Any]:
     """AUROC per label with percentile bootstrap intervals over groups (patients).
 
+    A label is scored only when at least ``min_positives`` patients have a positive image
+    and ``min_negatives`` patients a negative one (patients, not images: the bootstrap
+    resamples patients, and five images of one patient are one case). Other labels are
+    "too few cases": NaN scores, and out of the mean.
+
     Each replicate draws as many patients as there are, with replacement, and weights every
-    image by how often its patient was drawn; AUROC is scikit-learn's, with those weights. A
-    replicate in which a label has a single class leaves that label out (the interval is
-    over the others); the mean over labels is taken only over replicates where every label
-    with a defined AUROC is defined.
+    image by how often its patient was drawn; AUROC is scikit-learn's, with those weights.
+    The mean is over the same scored labels in every replicate: a replicate in which a
+    scored label lost all its positive (or negative) patients is drawn again (rare with ten
+    of each; ``redrawn`` counts them), so every returned replicate enters the mean's
+    interval. The reasons are in ``chexviz._internal.cases``.
 
     Args:
         probs: Scores ``[N, L]``.
@@ -118,10 +135,15 @@ def bootstrap_auroc(
         replicates: Bootstrap replicates (0 for point estimates only).
         seed: Seed of the resampling.
         confidence: Coverage of the intervals.
+        min_positives: Fewest patients with a positive image a label needs to be scored.
+        min_negatives: Fewest patients with a negative image a label needs.
 
     Returns:
-        ``auroc``, ``low``, ``high`` (``[L]``, NaN where undefined), ``mean``, ``mean_low``,
-        ``mean_high`` (over labels with a defined AUROC), ``replicates`` (used for the mean).
+        ``auroc``, ``low``, ``high`` (``[L]``, NaN where not scored), ``scored`` (``[L]``
+        booleans: both classes with enough patients), ``positives``, ``negatives`` (images),
+        ``positive_patients``, ``negative_patients``, ``patients`` (with a target, per
+        label), ``mean``, ``mean_low``, ``mean_high`` (over the scored labels),
+        ``replicates`` (all of them enter the mean's interval) and ``redrawn``.
 
     Raises:
         ValueError: Shapes disagree, or an argument is out of range.
@@ -139,7 +161,23 @@ def bootstrap_auroc(
         raise ValueError(
             f"replicates must be >= 0 and confidence in (0, 1), got {replicates}, {confidence}"
         )
+    check_minimum(min_positives, min_negatives)
     labelled = ~np.isnan(truth)
+    _, inverse = np.unique(patients.astype(str), return_inverse=True)
+    count = int(inverse.max()) + 1 if len(inverse) else 0
+
+    def patients_with(mask: npt.NDArray[np.bool_]) -> npt.NDArray[np.int64]:
+        """Per label, the patients with at least one image where ``mask`` holds."""
+        return np.asarray(
+            [len(np.unique(inverse[mask[:, j]])) for j in range(mask.shape[1])], dtype=np.int64
+        )
+
+    is_positive = labelled & (np.nan_to_num(truth) == 1)
+    is_negative = labelled & (np.nan_to_num(truth, nan=1.0) == 0)
+    positive_patients = patients_with(is_positive)
+    negative_patients = patients_with(is_negative)
+    scored = enough_cases(positive_patients, negative_patients, min_positives, min_negatives)
+    kept = np.flatnonzero(scored)
 
     def auroc(j: int, weights: npt.NDArray[np.int64] | None) -> float:
         keep = labelled[:, j] if weights is None else labelled[:, j] & (weights > 0)
@@ -150,42 +188,60 @@ def bootstrap_auroc(
         return float(roc_auc_score(y, scores[keep, j], sample_weight=w))
 
     labels = scores.shape[1]
-    point = np.asarray([auroc(j, None) for j in range(labels)])
-    defined = np.flatnonzero(~np.isnan(point))
-    _, inverse = np.unique(patients.astype(str), return_inverse=True)
-    count = int(inverse.max()) + 1 if len(inverse) else 0
-    draws = np.full((replicates, labels), np.nan)
+    point = np.full(labels, np.nan)
+    for j in kept:
+        point[j] = auroc(int(j), None)
     rng = np.random.default_rng(seed)
-    for b in range(replicates):
-        weights = np.bincount(rng.integers(0, count, size=count), minlength=count)[inverse]
-        for j in defined:
+
+    def draw() -> npt.NDArray[np.int64]:
+        return np.bincount(rng.integers(0, count, size=count), minlength=count)[inverse]
+
+    def complete(weights: npt.NDArray[np.int64]) -> bool:
+        drawn = weights > 0
+        return bool(
+            (
+                is_positive[drawn][:, kept].any(axis=0) & is_negative[drawn][:, kept].any(axis=0)
+            ).all()
+        )
+
+    weights_list, redrawn = complete_replicates(draw, complete, replicates if len(kept) else 0)
+    draws = np.full((len(weights_list), labels), np.nan)
+    for b, weights in enumerate(weights_list):
+        for j in kept:
             draws[b, j] = auroc(int(j), weights)
+    if redrawn:
+        logger.warning(
+            "%d bootstrap draws missed a scored label's positives or negatives and were drawn "
+            "again (of %d kept)",
+            redrawn,
+            len(weights_list),
+        )
     tail = 100.0 * (1.0 - confidence) / 2.0
     low = np.full(labels, np.nan)
     high = np.full(labels, np.nan)
-    for j in defined:
-        finite = draws[:, j][~np.isnan(draws[:, j])]
-        if finite.size:
-            low[j], high[j] = np.percentile(finite, [tail, 100.0 - tail])
-    complete = (
-        draws[:, defined][~np.isnan(draws[:, defined]).any(axis=1)]
-        if len(defined)
-        else draws[:0, :0]
-    )
-    means = complete.mean(axis=1) if complete.size else np.empty(0)
-    mean_low, mean_high = (
-        (float(np.percentile(means, tail)), float(np.percentile(means, 100.0 - tail)))
-        if means.size
-        else (math.nan, math.nan)
-    )
+    means = draws[:, kept].mean(axis=1) if len(kept) else np.empty(0)
+    if means.size:
+        for j in kept:
+            low[j], high[j] = np.percentile(draws[:, j], [tail, 100.0 - tail])
+        mean_low = float(np.percentile(means, tail))
+        mean_high = float(np.percentile(means, 100.0 - tail))
+    else:
+        mean_low = mean_high = math.nan
     return {
         "auroc": point,
         "low": low,
         "high": high,
-        "mean": float(point[defined].mean()) if len(defined) else math.nan,
+        "scored": scored,
+        "positives": is_positive.sum(axis=0).astype(np.int64),
+        "negatives": is_negative.sum(axis=0).astype(np.int64),
+        "positive_patients": positive_patients,
+        "negative_patients": negative_patients,
+        "patients": patients_with(labelled),
+        "mean": float(point[kept].mean()) if len(kept) else math.nan,
         "mean_low": mean_low,
         "mean_high": mean_high,
         "replicates": int(means.size),
+        "redrawn": redrawn,
     }
 
 
@@ -198,18 +254,27 @@ class ExternalValidation:
         labels: The model's labels, in output order.
         sources: Per label, the data set's label(s) it is compared with (``""`` when the
             data set does not annotate it).
-        scored: Per label, whether it is scored (annotated, with both classes present).
+        scored: Per label, whether it is scored: annotated, with at least ``min_positives``
+            patients with a positive image and ``min_negatives`` with a negative one.
         images: Images evaluated; ``patients``: their patients.
         patients: Patients of the evaluated images (the bootstrap resamples them).
         support: Images with a target, per label.
         positives: Positive images, per label.
+        negatives: Negative images, per label.
+        label_patients: Patients with a target, per label.
+        positive_patients: Patients with a positive image, per label.
+        negative_patients: Patients with a negative image, per label.
         auroc: AUROC per label (NaN where not scored).
         low: Lower end of the bootstrap interval, per label.
         high: Upper end, per label.
         mean: Mean AUROC over the scored labels; ``mean_low`` / ``mean_high`` its interval.
         mean_low: Lower end of the mean's interval.
         mean_high: Upper end of the mean's interval.
-        replicates: Bootstrap replicates behind the mean's interval.
+        replicates: Bootstrap replicates behind every interval (all of them: each has every
+            scored label).
+        redrawn: Draws rejected because a scored label lost a class (see `bootstrap_auroc`).
+        min_positives: The minimum of positive patients a label needed.
+        min_negatives: The minimum of negative patients a label needed.
         internal: The model's own test metrics, when its weight file carries them.
     """
 
@@ -221,6 +286,10 @@ class ExternalValidation:
     patients: int
     support: npt.NDArray[np.int64]
     positives: npt.NDArray[np.int64]
+    negatives: npt.NDArray[np.int64]
+    label_patients: npt.NDArray[np.int64]
+    positive_patients: npt.NDArray[np.int64]
+    negative_patients: npt.NDArray[np.int64]
     auroc: npt.NDArray[np.float64]
     low: npt.NDArray[np.float64]
     high: npt.NDArray[np.float64]
@@ -228,12 +297,46 @@ class ExternalValidation:
     mean_low: float
     mean_high: float
     replicates: int
+    redrawn: int
+    min_positives: int
+    min_negatives: int
     internal: Metrics | None = None
 
     @property
     def shared_labels(self) -> tuple[str, ...]:
         """The labels scored (the model outputs the data set annotates with both classes)."""
         return tuple(label for label, ok in zip(self.labels, self.scored, strict=True) if ok)
+
+    @property
+    def too_few(self) -> tuple[str, ...]:
+        """The annotated labels left unscored for having too few positive or negative cases."""
+        return tuple(
+            label for j, label in enumerate(self.labels) if self.support[j] and not self.scored[j]
+        )
+
+    def status(self, j: int) -> str:
+        """Label ``j``'s status: ``"scored"``, ``"too few cases"`` or ``"not annotated"``."""
+        if not self.support[j]:
+            return "not annotated"
+        return "scored" if self.scored[j] else TOO_FEW
+
+    def too_few_line(self) -> str | None:
+        """The line naming the labels left out for too few cases, with their counts."""
+        counts = [
+            f"{self.positives[j]} positive images of {self.positive_patients[j]} patients, "
+            f"{self.negatives[j]} negative of {self.negative_patients[j]}"
+            for j in range(len(self.labels))
+        ]
+        annotated_or_scored = [
+            bool(ok or not n) for ok, n in zip(self.scored, self.support, strict=True)
+        ]
+        return too_few_line(
+            self.labels,
+            counts,
+            annotated_or_scored,
+            min_positives=self.min_positives,
+            min_negatives=self.min_negatives,
+        )
 
     @property
     def internal_mean(self) -> float:
@@ -253,9 +356,11 @@ class ExternalValidation:
         """One row per model label and a last row for the mean over the shared labels.
 
         Returns:
-            Columns ``source``, ``images``, ``positives``, ``auroc``, ``ci_low``, ``ci_high``,
-            ``chance`` (0.5) and ``internal_auroc`` (NaN without internal metrics), indexed
-            by label; unscored labels have NaN scores.
+            Columns ``source``, ``images``, ``positives``, ``negatives`` (images),
+            ``patients`` (with a target), ``status`` (``scored``, ``too few cases`` or
+            ``not annotated``), ``auroc``, ``ci_low``, ``ci_high``, ``chance`` (0.5) and
+            ``internal_auroc`` (NaN without internal metrics), indexed by label; unscored
+            labels have NaN scores.
         """
         rows: dict[str, dict[str, object]] = {}
         for j, label in enumerate(self.labels):
@@ -263,6 +368,9 @@ class ExternalValidation:
                 "source": self.sources[j] or "(not annotated)",
                 "images": int(self.support[j]),
                 "positives": int(self.positives[j]),
+                "negatives": int(self.negatives[j]),
+                "patients": int(self.label_patients[j]),
+                "status": self.status(j),
                 "auroc": float(self.auroc[j]),
                 "ci_low": float(self.low[j]),
                 "ci_high": float(self.high[j]),
@@ -273,6 +381,9 @@ class ExternalValidation:
             "source": "",
             "images": self.images,
             "positives": int(self.positives[self.scored].sum()),
+            "negatives": int(self.negatives[self.scored].sum()),
+            "patients": self.patients,
+            "status": f"mean of {len(self.shared_labels)}",
             "auroc": self.mean,
             "ci_low": self.mean_low,
             "ci_high": self.mean_high,
@@ -294,7 +405,11 @@ class ExternalValidation:
             "images": self.images,
             "patients": self.patients,
             "replicates": self.replicates,
+            "redrawn": self.redrawn,
+            "min_positives": self.min_positives,
+            "min_negatives": self.min_negatives,
             "shared_labels": list(self.shared_labels),
+            "too_few_cases": list(self.too_few),
             "mean_auroc": number(self.mean),
             "mean_ci": [number(self.mean_low), number(self.mean_high)],
             "internal_mean_auroc": number(self.internal_mean),
@@ -303,8 +418,13 @@ class ExternalValidation:
                 label: {
                     "source": self.sources[j],
                     "scored": bool(self.scored[j]),
+                    "status": self.status(j),
                     "images": int(self.support[j]),
                     "positives": int(self.positives[j]),
+                    "negatives": int(self.negatives[j]),
+                    "patients": int(self.label_patients[j]),
+                    "positive_patients": int(self.positive_patients[j]),
+                    "negative_patients": int(self.negative_patients[j]),
                     "auroc": number(float(self.auroc[j])),
                     "ci": [number(float(self.low[j])), number(float(self.high[j]))],
                     "internal_auroc": number(self._internal_auroc(label)),
@@ -326,8 +446,18 @@ def validate_externally(
     batch_size: int = 64,
     progress: bool = True,
     internal: Metrics | None = None,
+    min_positives: int = DEFAULT_MIN_POSITIVES,
+    min_negatives: int = DEFAULT_MIN_NEGATIVES,
 ) -> ExternalValidation:
     """Scores a model on an external data set: per-label AUROC with patient bootstrap CIs.
+
+    The answer key is `Trainer.evaluate`'s
+    ([`evaluation_targets`][chexviz.training.metrics.evaluation_targets]: positive 1,
+    negative, blank and uncertain 0), whatever uncertainty policy the data set was built
+    with for training; a data set without raw label cells is scored on its targets. A label
+    with fewer than ``min_positives`` positive or ``min_negatives`` negative patients is
+    "too few cases": unscored and out of the mean (see
+    [`bootstrap_auroc`][chexviz.training.external.bootstrap_auroc]).
 
     Args:
         model: The model; its labels must be the data set's ``labels`` (build the data set
@@ -345,14 +475,18 @@ def validate_externally(
         batch_size: Images per forward pass.
         progress: Show a progress bar (on a terminal only).
         internal: The model's own test metrics, shown beside the external ones.
+        min_positives: Fewest patients with a positive image a label needs to be scored.
+        min_negatives: Fewest patients with a negative image a label needs to be scored.
 
     Returns:
         The validation result.
 
     Raises:
         TypeError: ``dataset`` is not a chexviz data set.
-        ValueError: Its labels differ from the model's, or no label can be scored.
+        ValueError: Its labels differ from the model's, no label is annotated with both
+            classes, or a minimum is not a positive integer.
     """
+    check_minimum(min_positives, min_negatives)
     inner, positions = unwrap_subsets(dataset)
     base: Any = inner
     for attribute in ("labels", "targets", "patient_ids"):
@@ -367,23 +501,37 @@ def validate_externally(
             f"{list(model.labels)}; build it with labels=model.labels"
         )
     items = list(range(len(base.targets))) if positions is None else positions
-    targets = np.asarray(base.targets, dtype=np.float64)[items]
+    # The training policy (U-Ones...) must not change the answers: score Trainer.evaluate's key.
+    key = evaluation_targets(dataset)
+    targets = (
+        np.asarray(base.targets, dtype=np.float64)[items]
+        if key is None
+        else np.asarray(key, dtype=np.float64)
+    )
     patients = [str(base.patient_ids[i]) for i in items]
     labelled = ~np.isnan(targets)
     support = labelled.sum(axis=0).astype(np.int64)
     positives = np.nansum(targets, axis=0).astype(np.int64)
-    scored = (positives > 0) & (positives < support)
-    if not scored.any():
+    if not ((positives > 0) & (positives < support)).any():
         raise ValueError(
             f"no label of {list(model.labels)} is annotated with both classes in "
             f"{name or 'the data set'}"
         )
-    unscored = [label for label, ok in zip(model.labels, scored, strict=True) if not ok]
-    if unscored:
-        logger.info("not scored (not annotated, or a single class): %s", unscored)
     trainer = Trainer(model, device=device, batch_size=batch_size, progress=progress)
     probs = trainer.predict(dataset)  # type: ignore[arg-type]  # chexviz data sets are sized
-    result = bootstrap_auroc(probs, targets, patients, replicates=replicates, seed=seed)
+    result = bootstrap_auroc(
+        probs,
+        targets,
+        patients,
+        replicates=replicates,
+        seed=seed,
+        min_positives=min_positives,
+        min_negatives=min_negatives,
+    )
+    scored = result["scored"]
+    unscored = [label for label, ok in zip(model.labels, scored, strict=True) if not ok]
+    if unscored:
+        logger.info("not scored (not annotated, or too few cases): %s", unscored)
     names = dict(sources if sources is not None else getattr(base, "label_sources", {}))
     return ExternalValidation(
         dataset=name,
@@ -396,6 +544,10 @@ def validate_externally(
         patients=len(set(patients)),
         support=support,
         positives=positives,
+        negatives=result["negatives"],
+        label_patients=result["patients"],
+        positive_patients=result["positive_patients"],
+        negative_patients=result["negative_patients"],
         auroc=np.where(scored, result["auroc"], np.nan),
         low=np.where(scored, result["low"], np.nan),
         high=np.where(scored, result["high"], np.nan),
@@ -403,5 +555,8 @@ def validate_externally(
         mean_low=result["mean_low"],
         mean_high=result["mean_high"],
         replicates=result["replicates"],
+        redrawn=result["redrawn"],
+        min_positives=min_positives,
+        min_negatives=min_negatives,
         internal=internal,
     )
