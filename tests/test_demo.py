@@ -263,6 +263,17 @@ def test_verdict_names_an_undefined_figure() -> None:
     assert lines == ["undefined, so not compared: AUROC"]
 
 
+def test_verdict_says_why_a_localisation_figure_is_undefined() -> None:
+    # A small demo has fewer than ten boxed findings of every label: the pooled scores are NaN
+    # by the too-few-cases rule, and the verdict says so instead of printing a bare "nan".
+    figures = demo_figures(_result(pointing_game=math.nan, iou=math.nan, energy=math.nan))
+    undefined = [line for line in verdict(figures) if line.startswith("undefined")]
+    assert len(undefined) == 1
+    assert undefined[0].count("(too few cases: no label has 10 findings to score") == 3
+    for name in ("pointing game", "IoU with the boxes (", "energy in the boxes ("):
+        assert name in undefined[0]
+
+
 @pytest.mark.parametrize(
     ("changes", "named"),
     [

@@ -31,6 +31,7 @@ import torch
 from tqdm.auto import tqdm
 
 from chexviz._internal.atomic import write_bytes_atomic
+from chexviz._internal.cases import DEFAULT_MIN_POSITIVES
 from chexviz._version import __version__
 from chexviz.data.boxes import load_boxes, scale_boxes
 from chexviz.data.chexlocalize import read_chexlocalize
@@ -406,12 +407,14 @@ class Figure:
         value: The figure (NaN when undefined, e.g. an AUROC without positives).
         baselines: Baseline name -> the baseline's value on the same figure.
         interval: Its 95% confidence interval, where one was computed.
+        undefined_because: Why the figure is NaN, where the run knows (the verdict says it).
     """
 
     name: str
     value: float
     baselines: dict[str, float]
     interval: tuple[float, float] | None = None
+    undefined_because: str = ""
 
 
 def demo_figures(result: DemoResult) -> list[Figure]:
@@ -429,6 +432,12 @@ def demo_figures(result: DemoResult) -> list[Figure]:
         "majority class": result.majority_accuracy,
     }
     located = result.chexlocalize
+    # Localisation summaries score a label only from DEFAULT_MIN_POSITIVES findings on; a
+    # pooled figure is NaN when no label got there (a small demo), which is not a loss.
+    too_few = (
+        f"too few cases: no label has {DEFAULT_MIN_POSITIVES} findings to score "
+        "(chexviz localize --min-positives lowers the minimum)"
+    )
     return [
         Figure("macro-AUROC, the drawn signs", result.sign_macro_auroc, chance),
         Figure(
@@ -444,19 +453,27 @@ def demo_figures(result: DemoResult) -> list[Figure]:
             f"pointing game, {result.boxed_findings} boxed findings",
             result.pointing_game,
             {"random point": result.pointing_chance, "anatomical prior": result.pointing_prior},
+            undefined_because=too_few,
         ),
-        Figure("IoU with the boxes", result.iou, {"anatomical prior": result.iou_prior}),
+        Figure(
+            "IoU with the boxes",
+            result.iou,
+            {"anatomical prior": result.iou_prior},
+            undefined_because=too_few,
+        ),
         Figure(
             "energy in the boxes",
             result.energy,
             # A flat map puts the box's share of the image in it: the random point's chance.
             {"flat map": result.pointing_chance, "anatomical prior": result.energy_prior},
+            undefined_because=too_few,
         ),
         Figure(
             "CheXlocalize mIoU",
             located["miou"],
             {"whole image": located["chance_miou"], "anatomical prior": located["prior_miou"]},
             (located["miou_lower"], located["miou_upper"]),
+            undefined_because=too_few,
         ),
         Figure(
             "CheXlocalize hit rate",
@@ -466,6 +483,7 @@ def demo_figures(result: DemoResult) -> list[Figure]:
                 "anatomical prior": located["prior_hit_rate"],
             },
             (located["hit_rate_lower"], located["hit_rate_upper"]),
+            undefined_because=too_few,
         ),
     ]
 
@@ -493,7 +511,8 @@ def verdict(figures: Sequence[Figure]) -> list[str]:
     for figure in figures:
         unbeaten = _unbeaten(figure)
         if unbeaten is None:
-            undefined.append(figure.name)
+            why = figure.undefined_because if math.isnan(figure.value) else ""
+            undefined.append(f"{figure.name} ({why})" if why else figure.name)
         elif not unbeaten:
             wins.append(figure.name)
         for baseline in unbeaten or ():

@@ -592,15 +592,17 @@ def _sgd_run_after_a_skipped_first_step(optimizer_of, steps=4):
     return torch.stack(after)
 
 
-def test_sgd_is_not_fused_under_the_fp16_gradient_scaler():
+def test_sgd_is_never_fused_since_a_skipped_first_step_leaves_its_buffer_unset():
     trainer = _trainer(optimizer="sgd")
     # What Trainer sees on a GPU with amp="fp16" (or amp="auto" before Ampere).
     trainer._cuda, trainer.amp_dtype = True, torch.float16
     built = trainer._build_optimizer("sgd", 0.0)
     assert not built.defaults["fused"]
     assert trainer._build_optimizer("adam", 0.0).defaults["fused"]  # Adam zero-fills its state
-    trainer.amp_dtype = torch.bfloat16  # no scaler: fused SGD stays
-    assert trainer._build_optimizer("sgd", 0.0).defaults["fused"]
+    # Without a scaler the device-side skip of a non-finite loss reaches the optimizer too.
+    for dtype in (torch.bfloat16, None):
+        trainer.amp_dtype = dtype
+        assert not trainer._build_optimizer("sgd", 0.0).defaults["fused"]
 
     def as_built(params):
         return torch.optim.SGD(params, lr=0.1, momentum=0.9, fused=built.defaults["fused"])

@@ -513,12 +513,10 @@ class Trainer:
         if optimizer == "adamw":
             return torch.optim.AdamW(params, lr=self.lr, weight_decay=weight_decay, **fused)
         if optimizer == "sgd":
-            # Not under fp16's GradScaler: a first step skipped for overflow leaves fused SGD's
-            # momentum buffer as torch.empty_like's garbage, which every later step adds in.
-            sgd_fused = {} if self.amp_dtype == torch.float16 else fused
-            return torch.optim.SGD(
-                params, lr=self.lr, momentum=0.9, weight_decay=weight_decay, **sgd_fused
-            )
+            # Never fused: a first step skipped on the device (fp16's scaler seeing an overflow,
+            # or a non-finite loss in any precision) leaves fused SGD's momentum buffer as
+            # torch.empty_like's garbage, which every later step, and a saved checkpoint, keep.
+            return torch.optim.SGD(params, lr=self.lr, momentum=0.9, weight_decay=weight_decay)
         raise ValueError(
             f"optimizer must be one of {', '.join(_OPTIMIZERS)} or a callable, got {optimizer!r}"
         )
