@@ -33,6 +33,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import copy
 import datetime
 import functools
 import json
@@ -225,21 +226,36 @@ def check_gradcam_devices(report: Report, size: Size, device: torch.device) -> N
         "earlier": EARLIER_LAYER[name],
         "fused": [EARLIER_LAYER[name], model.target_layer_name],
     }
+    # float64 on the CPU is the reference both float32 runs are measured against: a map that
+    # sums many nearly cancelling channel terms (an early layer of a random-weight model) can
+    # differ by more than HEATMAP_ATOL between two float32 devices through rounding alone, and
+    # then the CPU's own float32 map is as far from the float64 one.
+    exact = copy.deepcopy(on_cpu).double()
     for label, layer in layers.items():
         classes = list(range(4))
+        reference = GradCAM(exact, layer).explain(images.double(), classes=classes)
         expected = GradCAM(on_cpu, layer).explain(images, classes=classes)
         got = GradCAM(on_device, layer).explain(images, classes=classes)
-        worst = max(
-            float((got.heatmaps[b][k] - expected.heatmaps[b][k]).abs().max())
-            for b in range(len(images))
-            for k in expected.heatmaps[b]
-        )
+        worst = _worst(got, expected)
+        device_error, cpu_error = _worst(got, reference), _worst(expected, reference)
+        rounding = device_error <= max(HEATMAP_ATOL, 2 * cpu_error)
         report.add(
             f"2 Grad-CAM {device.type} vs cpu, {label} layer",
-            "pass" if worst <= HEATMAP_ATOL else "FAIL",
-            f"max abs heatmap difference {worst:.1e} (tolerance {HEATMAP_ATOL:.0e})",
-            f"{name}, {got.layer}, float32, TF32 off",
+            "pass" if worst <= HEATMAP_ATOL or rounding else "FAIL",
+            f"max abs heatmap difference {worst:.1e} (tolerance {HEATMAP_ATOL:.0e}); "
+            f"from float64: {device.type} {device_error:.1e}, cpu {cpu_error:.1e}",
+            f"{name}, {got.layer}, float32, TF32 off; passes within the tolerance, or when "
+            f"{device.type} is no more than twice as far from float64 as the CPU's float32",
         )
+
+
+def _worst(first: Any, second: Any) -> float:
+    """The largest absolute difference between two explanations' normalised heatmaps."""
+    return max(
+        float((first.heatmaps[b][k].double() - second.heatmaps[b][k].double()).abs().max())
+        for b in range(len(second.heatmaps))
+        for k in second.heatmaps[b]
+    )
 
 
 # ---------------------------------------------------------------------------- 3: overhead
