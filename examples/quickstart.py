@@ -17,8 +17,9 @@ print(metrics.to_frame()[["auroc", "binary_accuracy", "accuracy", "majority_accu
 
 image, target = test[0]
 cam = chexviz.GradCAM(model)
-positives = cam.explain(image).classes[0]  # the predicted positives at the tuned thresholds
-explanation = cam.explain(image, classes=positives or ["Support Devices"])
+explanation = cam.explain(image)  # every predicted positive, at the tuned thresholds
+if not explanation.positives[0]:  # nothing predicted: show one finding's map all the same
+    explanation = cam.explain(image, classes=["Support Devices"])
 for name in explanation.classes[0]:
     explanation.overlay(name).save(out / f"overlay_{name.replace(' ', '_')}.png")
 chexviz.save_study_figure(explanation, out / "figure.png")

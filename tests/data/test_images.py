@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 from chexviz.data.images import ImageDecodeError, load_image, read_image_size, to_tensor
 
@@ -126,6 +126,22 @@ def test_read_image_size(tmp_path: Path) -> None:
     assert read_image_size(path) == (39, 32)
     with pytest.raises(FileNotFoundError):
         read_image_size(tmp_path / "missing.jpg")
+
+
+@pytest.mark.parametrize(("orientation", "upright"), [(1, (39, 32)), (6, (32, 39)), (8, (32, 39))])
+def test_read_image_size_upright(
+    tmp_path: Path, orientation: int, upright: tuple[int, int]
+) -> None:
+    path = tmp_path / "x.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.fromarray(_grey(39, 32)).save(path, exif=exif)
+    assert read_image_size(path) == (39, 32)  # as stored
+    assert read_image_size(path, upright=True) == upright
+    with Image.open(path) as image:
+        assert read_image_size(image, upright=True) == upright
+        assert ImageOps.exif_transpose(image).size == upright  # what load_image does
+        assert read_image_size(image) == (39, 32)
 
 
 @pytest.mark.parametrize(("size", "channels"), [(0, 1), (8, 2), (True, 1)])

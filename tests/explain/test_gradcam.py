@@ -623,7 +623,7 @@ def test_predicted_positives_use_model_thresholds() -> None:
             for label, p, t in zip(CHEXPERT_LABELS, probabilities[b], thresholds, strict=True)
             if p >= t
         )
-        assert explanation.classes[b] == expected == explanation.positives(b)
+        assert explanation.classes[b] == expected == explanation.positives[b]
         assert list(explanation.heatmaps[b]) == list(expected)
 
 
@@ -748,6 +748,26 @@ def test_paths_and_pil_images(tmp_path: Path) -> None:
         from_pil = cam.explain(image, classes=["Edema"])
     torch.testing.assert_close(from_pil.images, expected[:1])
     assert len(cam.explain(str(paths[1]), classes=["Edema"])) == 1
+    # Each file's (width, height) before resizing, for overlays at the X-ray's own size.
+    assert from_paths.source_sizes == ((150, 200), (150, 200))
+    assert from_pil.source_sizes == ((150, 200),)
+    assert tensor_run.source_sizes == ()
+    assert tensor_run.source_size(1) == (128, 128)
+
+
+def test_source_size_is_upright_and_read_before_jpeg_draft(tmp_path: Path) -> None:
+    model = _classifier("simple_cnn", size=32)
+    cam = GradCAM(model)
+    rng = np.random.default_rng(1)
+    pixels = rng.integers(0, 256, (300, 200), dtype=np.uint8)  # 200 wide, 300 high as stored
+    turned = tmp_path / "turned.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6  # EXIF orientation: rotate 90 degrees clockwise to show upright
+    Image.fromarray(pixels).save(turned, exif=exif)
+    assert cam.explain(turned, classes=[0]).source_sizes == ((300, 200),)
+    # A lazily opened JPEG would be drafted to a fraction of its size by decoding.
+    with Image.open(turned) as image:
+        assert cam.explain(image, classes=[0]).source_sizes == ((300, 200),)
 
 
 # --- maps -------------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from chexviz._internal.checks import check_in_channels
 
@@ -31,6 +31,8 @@ __all__ = ["ImageDecodeError", "ImageSource", "load_image", "read_image_size", "
 ImageSource = str | os.PathLike[str] | Image.Image
 """A path to an image file, or an already opened PIL image."""
 
+# EXIF orientations that turn the picture by a quarter (ImageOps.exif_transpose swaps its sides).
+_QUARTER_TURNS = frozenset({5, 6, 7, 8})
 _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})
 _DICOM_SUFFIXES = frozenset({".dcm", ".dicom"})
 # Files with these endings are never DICOM, so they are opened without peeking at the preamble.
@@ -99,28 +101,33 @@ def load_image(source: ImageSource, *, size: int, in_channels: int = 1) -> npt.N
     return grey
 
 
-def read_image_size(path: str | os.PathLike[str]) -> tuple[int, int]:
+def read_image_size(source: ImageSource, *, upright: bool = False) -> tuple[int, int]:
     """Reads an image's width and height from its header, without decoding the pixels.
 
     Args:
-        path: The image file.
+        source: The image file, or an opened PIL image.
+        upright: Give the size after the EXIF orientation is applied, as
+            [`load_image`][chexviz.data.images.load_image] turns the picture (a quarter-turned
+            photograph swaps width and height); ``False`` gives the size as stored.
 
     Returns:
-        ``(width, height)`` in pixels, as stored (before any EXIF rotation).
+        ``(width, height)`` in pixels.
 
     Raises:
         FileNotFoundError: The file does not exist.
-        ImageDecodeError: The file is not a readable image.
+        ImageDecodeError: The file is not a readable image, or its EXIF data is corrupt.
         ImportError: The file is DICOM and pydicom is not installed.
     """
-    file = Path(path)
+    if isinstance(source, Image.Image):
+        filename = getattr(source, "filename", "")
+        return _stored_or_upright_size(source, Path(filename) if filename else None, upright)
+    file = Path(source)
     if _is_dicom(file):
         from chexviz.data.dicom import read_dicom_size
 
-        return read_dicom_size(file)
+        return read_dicom_size(file)  # DICOM has no EXIF orientation
     with _open(file) as image:
-        width, height = image.size
-    return int(width), int(height)
+        return _stored_or_upright_size(image, file, upright)
 
 
 def to_tensor(array: npt.ArrayLike, in_channels: int = 1) -> torch.Tensor:
@@ -162,6 +169,19 @@ def to_tensor(array: npt.ArrayLike, in_channels: int = 1) -> torch.Tensor:
         return tensor.expand(3, -1, -1).contiguous()
     weights = torch.tensor([0.299, 0.587, 0.114], dtype=torch.float32).view(3, 1, 1)
     return (tensor * weights).sum(dim=0, keepdim=True).clamp_(0.0, 1.0)
+
+
+def _stored_or_upright_size(
+    image: Image.Image, path: Path | None, upright: bool
+) -> tuple[int, int]:
+    width, height = (int(n) for n in image.size)
+    if not upright:
+        return width, height
+    try:
+        orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
+    except (OSError, SyntaxError, ValueError) as error:
+        raise ImageDecodeError(path, f"corrupt EXIF data ({error})") from error
+    return (height, width) if orientation in _QUARTER_TURNS else (width, height)
 
 
 def _is_dicom(path: Path) -> bool:

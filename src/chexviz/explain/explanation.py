@@ -1,10 +1,9 @@
 """The result of a Grad-CAM run: per-image, per-class heatmaps and the predictions behind them.
 
 An [`Explanation`][chexviz.explain.explanation.Explanation] is what
-[`GradCAM.explain`][chexviz.explain.gradcam.GradCAM.explain] returns for a batch of ``B`` images. It
-is
-an immutable record holding CPU tensors only, so it can be kept, pickled or rendered long after
-the model is gone::
+[`GradCAM.explain`][chexviz.explain.gradcam.GradCAM.explain] returns for a batch of ``B`` images.
+It is an immutable record holding CPU tensors only, so it can be kept, pickled or rendered long
+after the model is gone::
 
     explanation = GradCAM(model).explain(image)
     for cls in explanation.classes[0]:
@@ -13,16 +12,43 @@ the model is gone::
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal, TypeAlias
 
 import torch
+import torch.nn.functional as F  # noqa: N812
 
 if TYPE_CHECKING:
     from PIL import Image
 
-__all__ = ["Explanation"]
+__all__ = ["Explanation", "OverlaySize"]
+
+OverlaySize: TypeAlias = Literal["source", "model"]
+"""The size of an overlay: the source image's, or the model input's."""
+
+
+class _Positives(tuple[tuple[str, ...], ...]):
+    """The predicted positives of every image, still callable as the old method.
+
+    ``positives`` was a method ``positives(index)`` in chexviz 0.1; calling the tuple keeps
+    that working for one release, with a ``DeprecationWarning``.
+    """
+
+    __slots__ = ()
+
+    def __call__(self, index: int = 0) -> tuple[str, ...]:
+        warnings.warn(
+            "Explanation.positives is now a per-image tuple like Explanation.classes; "
+            "write explanation.positives[index] instead of explanation.positives(index) "
+            "(calling it will stop working in the next release)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"image index {index} is out of range for a batch of {len(self)}")
+        return self[index]
 
 
 @dataclass(frozen=True, eq=False)
@@ -39,7 +65,9 @@ class Explanation:
         thresholds: The decision threshold of each label, ``[L]``; a label is a predicted
             positive when its probability is ``>=`` its threshold.
         classes: The explained class names of each image, in the order they were requested
-            (predicted positives come in label order). An image may have none.
+            (predicted positives come in label order). An image may have none. Without a
+            ``classes=`` argument, [`explain`][chexviz.explain.gradcam.GradCAM.explain] explains
+            the predicted positives, so ``classes == positives``.
         heatmaps: Per image, class name -> map ``[H, W]`` at input resolution with values in
             ``[0, 1]``: the raw map bilinearly upsampled (``align_corners=False``) and min-max
             normalised. A map whose values are all equal (all zero, typically) stays all zero.
@@ -53,10 +81,20 @@ class Explanation:
             grid, 1 prefix token dropped)"``, ``"norm (channels-last -> channels-first)"``);
             several fused layers are joined with ``"+"``.
         method: The CAM method, e.g. ``"gradcam"``.
+        source_sizes: Per image, ``(width, height)`` of the picture before it was resized to
+            the model input, as PIL's ``Image.size`` gives it (upright, after its EXIF
+            orientation): what [`overlay`][chexviz.explain.explanation.Explanation.overlay]
+            draws at. Empty (the default) when every image came in at the model's size (a
+            tensor input); [`source_size`][chexviz.explain.explanation.Explanation.source_size]
+            answers for both cases.
+
+    Per-image fields are tuples indexed by image (``classes[0]``, ``heatmaps[0]``, and the
+    property ``positives[0]``); the methods ``heatmap(cls, index)``, ``overlay(cls, index)``
+    and ``source_size(index)`` are shortcuts that check their arguments.
 
     Raises:
         ValueError: On construction, if the fields disagree in batch size, label count,
-            image size or explained classes.
+            image size, explained classes or source sizes.
     """
 
     images: torch.Tensor
@@ -69,6 +107,7 @@ class Explanation:
     zero_maps: tuple[frozenset[str], ...]
     layer: str
     method: str
+    source_sizes: tuple[tuple[int, int], ...] = ()
 
     def __post_init__(self) -> None:
         if self.images.ndim != 4:
@@ -92,6 +131,8 @@ class Explanation:
                     f"Explanation.{name} must have one entry per image ({batch}), "
                     f"got {len(getattr(self, name))}"
                 )
+        if self.source_sizes:
+            self._check_source_sizes(batch)
         known = set(self.labels)
         for index in range(batch):
             classes = self.classes[index]
@@ -126,24 +167,40 @@ class Explanation:
         """The number of images ``B``."""
         return int(self.images.shape[0])
 
-    def positives(self, index: int = 0) -> tuple[str, ...]:
-        """The labels predicted positive for one image.
+    @property
+    def positives(self) -> tuple[tuple[str, ...], ...]:
+        """The labels predicted positive for each image, indexed by image like ``classes``.
+
+        A label is a predicted positive when its probability is ``>=`` its threshold; each
+        image's labels come in label order. ``explain(img)`` without ``classes=`` explains
+        exactly these, so ``positives == classes`` then.
+
+        In chexviz 0.1 ``positives`` was a method, ``positives(index)``; calling it still
+        works for one release and emits a ``DeprecationWarning``: write ``positives[index]``.
+        """
+        rows = self.probabilities.tolist()
+        thresholds = self.thresholds.tolist()
+        return _Positives(
+            tuple(label for label, p, t in zip(self.labels, row, thresholds, strict=True) if p >= t)
+            for row in rows
+        )
+
+    def source_size(self, index: int = 0) -> tuple[int, int]:
+        """The ``(width, height)`` of one image before it was resized to the model input.
 
         Args:
             index: Image position in the batch.
 
         Returns:
-            Label names whose probability is ``>=`` their threshold, in label order.
+            ``source_sizes[index]``, or the model input's size when ``source_sizes`` is empty.
 
         Raises:
             IndexError: ``index`` is outside the batch.
         """
-        row = self.probabilities[self._check_index(index)]
-        return tuple(
-            label
-            for label, p, t in zip(self.labels, row.tolist(), self.thresholds.tolist(), strict=True)
-            if p >= t
-        )
+        index = self._check_index(index)
+        if self.source_sizes:
+            return self.source_sizes[index]
+        return int(self.images.shape[-1]), int(self.images.shape[-2])
 
     def heatmap(self, cls: str | int, index: int = 0) -> torch.Tensor:
         """The normalised heatmap of one explained class of one image.
@@ -170,9 +227,23 @@ class Explanation:
         return maps[name]
 
     def overlay(
-        self, cls: str | int, index: int = 0, *, alpha: float = 0.5, cmap: str = "inferno"
+        self,
+        cls: str | int,
+        index: int = 0,
+        *,
+        alpha: float = 0.5,
+        cmap: str = "inferno",
+        size: OverlaySize = "source",
     ) -> Image.Image:
-        """Renders one heatmap over its image.
+        """Renders one heatmap over its image, by default at the source image's size.
+
+        With ``size="source"`` the model input and the heatmap are both resized (bilinear,
+        ``align_corners=False``, antialiased when shrinking) to
+        [`source_size(index)`][chexviz.explain.explanation.Explanation.source_size], so the
+        picture has the X-ray's own width, height and aspect ratio and a hot spot lands where
+        it lies in the X-ray. Its detail is still that of the model input: the image is the
+        one the model saw, stretched back to the source's shape. ``size="model"`` draws at the
+        model input's size, the square the model saw. For a tensor input the two agree.
 
         Delegates to [`overlay_heatmap`][chexviz.explain.overlay.overlay_heatmap] (matplotlib is
         imported only now).
@@ -182,18 +253,44 @@ class Explanation:
             index: Image position in the batch.
             alpha: Opacity of the heatmap, in ``[0, 1]``.
             cmap: Name of a matplotlib colormap.
+            size: ``"source"`` for the source image's size, ``"model"`` for the model input's.
 
         Returns:
-            An RGB PIL image of the input's size.
+            An RGB PIL image, ``source_size(index)`` or the model input's size.
 
         Raises:
             IndexError: ``index`` is outside the batch.
             KeyError: The class was not explained for that image.
+            ValueError: ``size`` is neither ``"source"`` nor ``"model"``.
         """
         from chexviz.explain.overlay import overlay_heatmap
 
+        if size not in ("source", "model"):
+            raise ValueError(f"size must be 'source' or 'model', got {size!r}")
         heatmap = self.heatmap(cls, index)
-        return overlay_heatmap(self.images[index], heatmap, alpha=alpha, cmap=cmap)
+        image = self.images[self._check_index(index)]
+        width, height = self.source_size(index)
+        if size == "source" and (height, width) != tuple(heatmap.shape):
+            image = _resized(image, height, width)
+            heatmap = _resized(heatmap[None], height, width)[0]
+        return overlay_heatmap(image, heatmap, alpha=alpha, cmap=cmap)
+
+    def _check_source_sizes(self, batch: int) -> None:
+        if len(self.source_sizes) != batch:
+            raise ValueError(
+                f"Explanation.source_sizes must have one entry per image ({batch}) or none, "
+                f"got {len(self.source_sizes)}"
+            )
+        for index, pair in enumerate(self.source_sizes):
+            if not (
+                isinstance(pair, tuple)
+                and len(pair) == 2
+                and all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in pair)
+            ):
+                raise ValueError(
+                    f"Explanation.source_sizes[{index}] must be (width, height) in positive "
+                    f"pixels, got {pair!r}"
+                )
 
     def _check_index(self, index: int) -> int:
         batch = len(self)
@@ -215,3 +312,16 @@ class Explanation:
             f"Explanation(images={len(self)}x{shape}, method={self.method!r}, "
             f"layer={self.layer!r}, explained_maps={explained})"
         )
+
+
+def _resized(planes: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Resizes ``[C, H, W]`` values in ``[0, 1]`` to ``[C, height, width]``, staying in range."""
+    out = F.interpolate(
+        planes[None].float(),
+        size=(height, width),
+        mode="bilinear",
+        align_corners=False,
+        antialias=True,
+    )[0]
+    # Interpolation weights sum to one, but rounding can step just outside [0, 1].
+    return out.clamp_(0.0, 1.0)

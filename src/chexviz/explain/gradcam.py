@@ -29,7 +29,7 @@ from torch import nn
 from torch.nn.parallel import DataParallel, DistributedDataParallel
 
 from chexviz._internal.modules import device_dtype, eval_mode
-from chexviz.data.images import load_image, to_tensor
+from chexviz.data.images import load_image, read_image_size, to_tensor
 from chexviz.explain._cam import cam_maps, fuse, minmax
 from chexviz.explain._tokens import LayerView, Reshape, find_families, layer_view, qualified
 from chexviz.explain.explanation import Explanation
@@ -274,8 +274,9 @@ class GradCAM:
 
         Returns:
             The [`Explanation`][chexviz.explain.explanation.Explanation] (CPU tensors). An image
-            with
-            nothing to explain (no positives) has empty ``classes`` and maps.
+            with nothing to explain (no positives) has empty ``classes`` and maps. For files
+            and PIL images it records each picture's size before resizing (``source_sizes``),
+            which ``overlay`` draws at.
 
         Raises:
             TypeError: ``img`` or ``classes`` has an unsupported type.
@@ -298,7 +299,7 @@ class GradCAM:
         classes: ClassSpec | Sequence[ClassSpec] | Sequence[Sequence[ClassSpec]] | None,
         threshold: float | None,
     ) -> Explanation:
-        images = self._prepare(img)
+        images, source_sizes = self._prepare(img)
         model = self._model
         size = (int(images.shape[-2]), int(images.shape[-1]))
         for view in self._views:
@@ -321,7 +322,9 @@ class GradCAM:
             wanted = _resolve_classes(classes, labels, batch, probabilities, thresholds)
             activations = self._activations(captured) if any(wanted) else []
             raw = self._raw_maps(logits, activations, wanted, size) if any(wanted) else None
-        return self._explanation(images, labels, probabilities, thresholds, wanted, raw)
+        return self._explanation(
+            images, source_sizes, labels, probabilities, thresholds, wanted, raw
+        )
 
     def _resolve_layers(
         self, target_layer: LayerSpec | Sequence[LayerSpec] | None
@@ -405,8 +408,13 @@ class GradCAM:
             f"shape {list(dummy.shape)}; pass target_layer"
         )
 
-    def _prepare(self, img: ImageInput) -> torch.Tensor:
-        """Turns ``img`` into a CPU float batch ``[B, C, H, W]`` and checks it fits the model."""
+    def _prepare(self, img: ImageInput) -> tuple[torch.Tensor, tuple[tuple[int, int], ...]]:
+        """Turns ``img`` into a CPU float batch ``[B, C, H, W]`` and checks it fits the model.
+
+        Also returns each image's ``(width, height)`` before resizing: empty for a tensor,
+        whose size is the model input's.
+        """
+        source_sizes: tuple[tuple[int, int], ...] = ()
         if isinstance(img, torch.Tensor):
             images = img.detach()
             if images.ndim == 3:
@@ -425,7 +433,7 @@ class GradCAM:
             # tensor, and turns an inference-mode tensor into a normal one.
             images = images.to("cpu", torch.float32).clone()
         else:
-            images = self._load(img)
+            images, source_sizes = self._load(img)
         if images.shape[0] == 0:
             raise ValueError("img is an empty batch")
         if not bool(torch.isfinite(images).all()):
@@ -445,9 +453,9 @@ class GradCAM:
                     f"img values must lie in [0, 1] (the model normalises internally), got "
                     f"[{low:.4g}, {high:.4g}]"
                 )
-        return images
+        return images, source_sizes
 
-    def _load(self, img: ImageInput) -> torch.Tensor:
+    def _load(self, img: ImageInput) -> tuple[torch.Tensor, tuple[tuple[int, int], ...]]:
         sources: Sequence[Any]
         if isinstance(img, str | os.PathLike | Image.Image):
             sources = [img]
@@ -466,13 +474,15 @@ class GradCAM:
                 f"image files cannot be prepared for it; pass a tensor [B, C, H, W] instead"
             )
         size, channels = self._image_size, self._in_channels
+        # Read before decoding: load_image may draft a lazily opened JPEG to a smaller size.
+        source_sizes = tuple(read_image_size(source, upright=True) for source in sources)
         tensors = [
             to_tensor(load_image(source, size=size, in_channels=channels), channels)
             for source in sources
         ]
         if not tensors:
             raise ValueError("img is an empty sequence of images")
-        return torch.stack(tensors)
+        return torch.stack(tensors), source_sizes
 
     def _expectation(self) -> str:
         if self._in_channels is None and self._image_size is None:
@@ -562,6 +572,7 @@ class GradCAM:
     def _explanation(
         self,
         images: torch.Tensor,
+        source_sizes: tuple[tuple[int, int], ...],
         labels: tuple[str, ...],
         probabilities: torch.Tensor,
         thresholds: torch.Tensor,
@@ -609,6 +620,7 @@ class GradCAM:
             zero_maps=tuple(zero_maps),
             layer="+".join(view.describe(size) for view in self._views),
             method=self._method,
+            source_sizes=source_sizes,
         )
 
 
