@@ -45,7 +45,7 @@ import numpy as np
 import torch
 
 from chexviz.data.chexlocalize import LOCALIZATION_LABELS, read_chexlocalize, write_chexlocalize
-from chexviz.explain.chexlocalize import (
+from chexviz.evaluate.chexlocalize import (
     DEFAULT_CUTOFFS,
     DEFAULT_THRESHOLDS,
     score_chexlocalize,
@@ -160,7 +160,7 @@ import resource, sys
 sys.path.insert(0, {str(Path(__file__).parent)!r})
 import bench_chexlocalize as b
 from chexviz.data.chexlocalize import read_chexlocalize
-from chexviz.explain.chexlocalize import score_chexlocalize
+from chexviz.evaluate.chexlocalize import score_chexlocalize
 def status(key):
     for line in open("/proc/self/status"):
         if line.startswith(key):

@@ -89,13 +89,13 @@ def learnability(
 ) -> tuple[pd.DataFrame, dict[str, float]]:
     from chexviz.data.dataset import CheXpertDataset
     from chexviz.data.splits import split_by_patient
-    from chexviz.explain.gradcam import GradCAM
-    from chexviz.explain.localization import (
+    from chexviz.evaluate.localization import (
         anatomical_prior,
         score_localization,
         select_boxes,
         summarize_localization,
     )
+    from chexviz.explain.gradcam import GradCAM
     from chexviz.models.classifier import MultiLabelClassifier
     from chexviz.training.trainer import Trainer
 

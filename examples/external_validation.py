@@ -34,7 +34,7 @@ from chexviz import (
     summarize_localization,
     validate_externally,
 )
-from chexviz.training.external import internal_metrics_metadata
+from chexviz.evaluate.external import internal_metrics_metadata
 
 
 def parse_args() -> argparse.Namespace:

@@ -10,7 +10,9 @@ from pathlib import Path
 import chexviz
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
-_ROW = re.compile(r"^\|\s*`([A-Za-z_][A-Za-z0-9_]*)`\s*\|\s*`chexviz\.([a-z_]+\.[a-z_]+)`\s*\|")
+_ROW = re.compile(
+    r"^\|\s*`([A-Za-z_][A-Za-z0-9_]*)`\s*\|\s*`chexviz\.([a-z_]+(?:\.[a-z_]+)+)`\s*\|"
+)
 
 
 def _documented_names() -> dict[str, str]:

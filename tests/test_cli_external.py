@@ -15,9 +15,9 @@ from chexviz.data.labels import CHEXPERT_LABELS
 from chexviz.data.nih import read_nih_boxes
 from chexviz.data.synthetic import make_synthetic_chexpert
 from chexviz.data.synthetic_external import make_synthetic_mimic, make_synthetic_nih
-from chexviz.explain.localization import chance_pointing_rate
+from chexviz.evaluate.external import internal_metrics_metadata
+from chexviz.evaluate.localization import chance_pointing_rate
 from chexviz.models.classifier import MultiLabelClassifier
-from chexviz.training.external import internal_metrics_metadata
 from chexviz.training.metrics import compute_metrics
 
 

@@ -30,20 +30,19 @@ from chexviz.data.boxes import load_boxes, scale_boxes
 from chexviz.data.dataset import CheXpertDataset
 from chexviz.data.splits import split_by_patient
 from chexviz.data.synthetic import make_synthetic_chexpert
-from chexviz.explain.explanation import Explanation
-from chexviz.explain.faithfulness import perturbation_curve, score_faithfulness
-from chexviz.explain.gradcam import GradCAM
-from chexviz.explain.localization import (
+from chexviz.evaluate.faithfulness import perturbation_curve, score_faithfulness
+from chexviz.evaluate.localization import (
     anatomical_prior,
     box_iou,
     energy_in_box,
-    map_peak,
     pointing_game,
     score_localization,
     select_boxes,
     summarize_localization,
 )
-from chexviz.explain.overlay import overlay_heatmap
+from chexviz.explain.explanation import Explanation
+from chexviz.explain.gradcam import GradCAM
+from chexviz.explain.overlay import map_peak, overlay_heatmap
 from chexviz.explain.report import save_study_figure
 from chexviz.models.classifier import MultiLabelClassifier
 from chexviz.training.trainer import Trainer

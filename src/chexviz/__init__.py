@@ -27,7 +27,7 @@ from chexviz.data.nih import NIHChestXray14Dataset, read_nih_boxes
 from chexviz.data.splits import REFERENCE_SPLIT, split_by_patient
 from chexviz.data.synthetic import SIGN_LABELS, make_synthetic_chexpert
 from chexviz.data.synthetic_external import make_synthetic_mimic, make_synthetic_nih
-from chexviz.explain.chexlocalize import (
+from chexviz.evaluate.chexlocalize import (
     CheXlocalizeScores,
     CheXlocalizeTuning,
     read_tuning_csv,
@@ -36,22 +36,22 @@ from chexviz.explain.chexlocalize import (
     segment_heatmap,
     tune_chexlocalize,
 )
-from chexviz.explain.explanation import Explanation
-from chexviz.explain.faithfulness import deletion_score, insertion_score, score_faithfulness
-from chexviz.explain.gradcam import METHODS, GradCAM
-from chexviz.explain.localization import (
+from chexviz.evaluate.external import validate_externally
+from chexviz.evaluate.faithfulness import deletion_score, insertion_score, score_faithfulness
+from chexviz.evaluate.localization import (
     anatomical_prior,
     box_iou,
     chance_pointing_rate,
     energy_in_box,
-    map_peak,
     pointing_game,
     score_localization,
     select_boxes,
     summarize_localization,
     unscored_boxes,
 )
-from chexviz.explain.overlay import overlay_heatmap
+from chexviz.explain.explanation import Explanation
+from chexviz.explain.gradcam import METHODS, GradCAM
+from chexviz.explain.overlay import map_peak, overlay_heatmap
 from chexviz.explain.report import save_study_figure, study_figure, write_html_report
 from chexviz.models.classifier import MultiLabelClassifier
 from chexviz.models.heads import list_heads
@@ -64,7 +64,6 @@ from chexviz.models.registry import (
 )
 from chexviz.models.serialization import WeightFileError, read_extra
 from chexviz.models.xrv import from_torchxrayvision
-from chexviz.training.external import validate_externally
 from chexviz.training.history import EpochRecord, History
 from chexviz.training.losses import (
     MaskedBCEWithLogitsLoss,

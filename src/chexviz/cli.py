@@ -439,9 +439,9 @@ def _run_train(args: argparse.Namespace) -> None:
     from chexviz.data.cache import default_cache_dir
     from chexviz.data.dataset import CheXpertDataset
     from chexviz.data.splits import split_by_patient
+    from chexviz.evaluate.external import internal_metrics_metadata
     from chexviz.models.classifier import MultiLabelClassifier
     from chexviz.training.distributed import resolve_device
-    from chexviz.training.external import internal_metrics_metadata
     from chexviz.training.trainer import Trainer
 
     device = resolve_device(args.device)
@@ -700,7 +700,7 @@ def _run_external(args: argparse.Namespace) -> None:
     from chexviz.data.label_mapping import NIH_UNMAPPED
     from chexviz.data.mimic import MIMICCXRDataset
     from chexviz.data.nih import NIHChestXray14Dataset
-    from chexviz.training.external import read_internal_metrics, validate_externally
+    from chexviz.evaluate.external import read_internal_metrics, validate_externally
 
     default, splits = _EXTERNAL_SPLITS[args.dataset]
     split = args.split or default
@@ -764,7 +764,7 @@ def _run_external(args: argparse.Namespace) -> None:
     if result.internal is None:
         print(
             "internal test AUROC: not in the model file (save it with extra_metadata="
-            "chexviz.training.external.internal_metrics_metadata(metrics))"
+            "chexviz.evaluate.external.internal_metrics_metadata(metrics))"
         )
 
 
@@ -789,7 +789,7 @@ def _run_localize(args: argparse.Namespace) -> None:
     from chexviz._internal.cases import TOO_FEW, too_few_line
     from chexviz.data.chexlocalize import read_chexlocalize
     from chexviz.data.dataset import CheXpertDataset
-    from chexviz.explain.chexlocalize import read_tuning_csv, run_chexlocalize
+    from chexviz.evaluate.chexlocalize import read_tuning_csv, run_chexlocalize
     from chexviz.explain.gradcam import GradCAM
 
     ground_truth = read_chexlocalize(args.ground_truth)
@@ -847,12 +847,12 @@ def _run_localize_nih(args: argparse.Namespace) -> None:
     """Grad-CAM against NIH's boxes, beside chance and a cross-fitted anatomical prior."""
     from chexviz._internal.cases import TOO_FEW, too_few_line
     from chexviz.data.nih import NIHChestXray14Dataset, read_nih_boxes
-    from chexviz.explain.gradcam import GradCAM
-    from chexviz.explain.localization import (
+    from chexviz.evaluate.localization import (
         score_localization_cross_fitted,
         summarize_localization,
         unscored_boxes,
     )
+    from chexviz.explain.gradcam import GradCAM
 
     model = _load_model(args.model)
     side = args.nih_image_size

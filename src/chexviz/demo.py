@@ -38,18 +38,18 @@ from chexviz.data.chexlocalize import read_chexlocalize
 from chexviz.data.dataset import CheXpertDataset
 from chexviz.data.splits import split_by_patient
 from chexviz.data.synthetic import SIGN_LABELS, make_synthetic_chexpert
-from chexviz.explain.chexlocalize import run_chexlocalize
-from chexviz.explain.explanation import Explanation
-from chexviz.explain.gradcam import GradCAM
-from chexviz.explain.localization import (
+from chexviz.evaluate.chexlocalize import run_chexlocalize
+from chexviz.evaluate.external import internal_metrics_metadata
+from chexviz.evaluate.localization import (
     anatomical_prior,
     score_localization,
     select_boxes,
     summarize_localization,
 )
+from chexviz.explain.explanation import Explanation
+from chexviz.explain.gradcam import GradCAM
 from chexviz.explain.report import save_study_figure, write_html_report
 from chexviz.models.classifier import MultiLabelClassifier
-from chexviz.training.external import internal_metrics_metadata
 from chexviz.training.metrics import Metrics, evaluation_targets
 from chexviz.training.trainer import Trainer
 
@@ -214,8 +214,9 @@ def run_demo(
     game, IoU and energy against the synthetic boxes, beside chance and the anatomical prior
     built from the training split's boxes), ``chexlocalize/`` (the CheXlocalize protocol on the
     synthetic validation patients: see
-    [`run_chexlocalize`][chexviz.explain.chexlocalize.run_chexlocalize]), ``model.safetensors``
-    and ``summary.json`` (the fields of [`DemoResult`][chexviz.demo.DemoResult]).
+    [`run_chexlocalize`][chexviz.evaluate.chexlocalize.pipeline.run_chexlocalize]),
+    ``model.safetensors`` and ``summary.json`` (the fields of
+    [`DemoResult`][chexviz.demo.DemoResult]).
 
     The defaults differ from the reference study's (lr 2e-4, 128 px, 15 epochs, VGG-16 et al.)
     so that the demo finishes in minutes on a 2-core CPU; `examples/reproduce_study.py` keeps

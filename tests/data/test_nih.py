@@ -381,12 +381,12 @@ def test_bad_boxes_name_the_line(tmp_path: Path, row: str, message: str) -> None
 def test_localisation_scorer_takes_nih_data_and_boxes(
     synthetic: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from chexviz.explain.gradcam import GradCAM
-    from chexviz.explain.localization import (
+    from chexviz.evaluate.localization import (
         score_localization,
         summarize_localization,
         unscored_boxes,
     )
+    from chexviz.explain.gradcam import GradCAM
     from chexviz.models.classifier import MultiLabelClassifier
 
     data = NIHChestXray14Dataset(synthetic, image_size=32, labels=CHEXPERT_LABELS, split="test")

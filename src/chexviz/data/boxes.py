@@ -1,6 +1,6 @@
 """Ground-truth boxes: the box file format, its reader and the scaling to resized images.
 
-The localisation scorers in [`chexviz.explain.localization`][chexviz.explain.localization] take
+The localisation scorers in [`chexviz.evaluate.localization`][chexviz.evaluate.localization] take
 boxes in this format, whoever wrote them: the synthetic data set
 ([`make_synthetic_chexpert`][chexviz.data.synthetic.make_synthetic_chexpert]) writes
 ``train_boxes.csv`` and ``valid_boxes.csv`` in it.
@@ -9,7 +9,7 @@ boxes in this format, whoever wrote them: the synthetic data set
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +17,7 @@ import pandas as pd
 
 from chexviz.data.labels import CHEXPERT_LABELS, MissingColumnsError
 
-__all__ = ["BOX_COLUMNS", "load_boxes", "scale_boxes"]
+__all__ = ["BOX_COLUMNS", "BoxLike", "load_boxes", "scale_boxes"]
 
 BOX_COLUMNS: tuple[str, ...] = ("Path", "label", "x0", "y0", "x1", "y1", "width", "height")
 """Columns of ``train_boxes.csv`` and ``valid_boxes.csv``.
@@ -27,6 +27,9 @@ BOX_COLUMNS: tuple[str, ...] = ("Path", "label", "x0", "y0", "x1", "y1", "width"
 A finding drawn in several separate places (a bilateral effusion, two devices) has one row per
 part; score a hit in any of them as a hit.
 """
+
+BoxLike = Sequence[float] | Sequence[Sequence[float]] | np.ndarray
+"""One box ``(x0, y0, x1, y1)``, or several as a sequence or an array ``[K, 4]``."""
 
 
 def load_boxes(csv_path: str | os.PathLike[str]) -> pd.DataFrame:

@@ -433,7 +433,7 @@ def read_nih_boxes(
     that finding carries (Effusion is Pleural Effusion, Mass and Nodule are Lung Lesion; see
     [`chexviz.data.label_mapping`][chexviz.data.label_mapping]), or ``""`` where none maps
     (Infiltrate: 123 of the release's 984 boxes). Scoring
-    ([`score_localization`][chexviz.explain.localization.score_localization]) leaves out the
+    ([`score_localization`][chexviz.evaluate.localization.score_localization]) leaves out the
     boxes whose label the model does not output and says how many.
 
     NIH drew the boxes on the released 1024x1024 PNGs (``drawn_on``); a box that reaches

@@ -15,12 +15,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from chexviz._internal.arrays import as_numpy
+from chexviz._internal.arrays import as_heatmap, as_numpy
 
 if TYPE_CHECKING:
     from matplotlib.colors import Colormap
 
-__all__ = ["colormap", "image_to_pil", "overlay_heatmap"]
+__all__ = ["colormap", "image_to_pil", "map_peak", "overlay_heatmap"]
 
 ArrayLike = torch.Tensor | np.ndarray
 
@@ -165,3 +165,29 @@ def overlay_heatmap(
     rgb = _image_rgb(image, hw)
     colours = np.asarray(colormap(cmap)(heat), dtype=np.float64)[..., :3]
     return _to_uint8((1.0 - alpha) * rgb + alpha * colours)
+
+
+def map_peak(heatmap: ArrayLike) -> tuple[int, int] | None:
+    """The one point a map points at: its arg-max, as ``(row, column)``.
+
+    Tie rule: among equal maxima, the first in row-major order (the top-most, then the
+    left-most), which is what ``np.argmax`` returns and what CheXlocalize's pointing game
+    (``eval_ptgame.py``: ``np.unravel_index(np.argmax(map))``) uses. A single point matters:
+    bilinear upsampling turns a maximum in a corner cell into a plateau of tied pixels, and
+    counting a hit when *any* of them falls in a box would inflate hits along the borders.
+
+    Args:
+        heatmap: Map ``[H, W]``.
+
+    Returns:
+        ``(row, column)``, or None for a constant map (all pixels tied, such as an all-zero
+        map), which points nowhere.
+
+    Raises:
+        ValueError: If the map is not a finite 2-D map.
+    """
+    heat = as_heatmap(heatmap)
+    if heat.max() == heat.min():
+        return None
+    row, column = np.unravel_index(int(np.argmax(heat)), heat.shape)
+    return int(row), int(column)

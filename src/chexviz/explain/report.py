@@ -34,9 +34,9 @@ from PIL import Image, ImageDraw
 
 from chexviz._internal.atomic import write_bytes_atomic
 from chexviz._version import __version__
+from chexviz.data.boxes import BoxLike
 from chexviz.explain.explanation import Explanation
-from chexviz.explain.localization import BoxLike, map_peak
-from chexviz.explain.overlay import colormap, image_to_pil, overlay_heatmap
+from chexviz.explain.overlay import colormap, image_to_pil, map_peak, overlay_heatmap
 
 if TYPE_CHECKING:
     import pandas as pd

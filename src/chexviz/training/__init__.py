@@ -1,10 +1,9 @@
 """Training: the `Trainer`, its loss, metrics, thresholds, history, checkpoints and DDP helpers.
 
 Imports [`chexviz.models`][chexviz.models] and [`chexviz.data`][chexviz.data]; never
-[`chexviz.explain`][chexviz.explain].
+[`chexviz.explain`][chexviz.explain] or [`chexviz.evaluate`][chexviz.evaluate].
 """
 
-from chexviz.training.external import ExternalValidation, validate_externally
 from chexviz.training.history import EpochRecord, History
 from chexviz.training.losses import (
     MaskedBCEWithLogitsLoss,
@@ -17,7 +16,6 @@ from chexviz.training.trainer import Trainer
 
 __all__ = [
     "EpochRecord",
-    "ExternalValidation",
     "History",
     "MaskedBCEWithLogitsLoss",
     "Metrics",
@@ -27,5 +25,4 @@ __all__ = [
     "masked_bce_with_logits",
     "pos_weight_from_targets",
     "tune_thresholds",
-    "validate_externally",
 ]

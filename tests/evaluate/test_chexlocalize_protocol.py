@@ -29,7 +29,7 @@ from chexviz import (
 from chexviz.cli import main
 from chexviz.data.chexlocalize import LOCALIZATION_LABELS
 from chexviz.data.synthetic import make_synthetic_chexpert
-from chexviz.explain.chexlocalize import DEFAULT_THRESHOLDS, ground_truth_overlay
+from chexviz.evaluate.chexlocalize import DEFAULT_THRESHOLDS, ground_truth_overlay
 from chexviz.models.classifier import MultiLabelClassifier
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")

@@ -13,21 +13,21 @@ from chexviz.data.boxes import load_boxes, scale_boxes
 from chexviz.data.dataset import CheXpertDataset
 from chexviz.data.labels import CHEXPERT_LABELS
 from chexviz.data.synthetic import make_synthetic_chexpert
-from chexviz.explain.explanation import Explanation
-from chexviz.explain.gradcam import GradCAM
-from chexviz.explain.localization import (
+from chexviz.evaluate.localization import (
     anatomical_prior,
     box_iou,
     box_mask,
     chance_pointing_rate,
     energy_in_box,
-    map_peak,
     pointing_game,
     score_localization,
     select_boxes,
     summarize_localization,
     unscored_boxes,
 )
+from chexviz.explain.explanation import Explanation
+from chexviz.explain.gradcam import GradCAM
+from chexviz.explain.overlay import map_peak
 from chexviz.models.classifier import MultiLabelClassifier
 
 SIZE = 16

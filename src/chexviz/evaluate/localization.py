@@ -11,14 +11,14 @@ Every score is paired with two baselines that know nothing of the image:
 
 * chance, a uniformly random pixel: the fraction of the map's pixels inside the box. It is the
   expected hit rate of a random pointer and the expected energy in the box of a flat map.
-* the anatomical prior ([`anatomical_prior`][chexviz.explain.localization.anatomical_prior]):
+* the anatomical prior ([`anatomical_prior`][chexviz.evaluate.localization.anatomical_prior]):
   per label, the mean of that label's *training* boxes, scored exactly like a heatmap. Findings
   sit where the anatomy puts them (the heart, the bases), so a map that only found the right
   region of the chest scores about as well as this fixed map per label; beating chance alone
   says little.
 
 The pointing game scores a single point per map, its arg-max (see
-[`map_peak`][chexviz.explain.localization.map_peak] for the tie rule), as CheXlocalize does.
+[`map_peak`][chexviz.explain.overlay.map_peak] for the tie rule), as CheXlocalize does.
 """
 
 from __future__ import annotations
@@ -41,24 +41,23 @@ from chexviz._internal.cases import (
     enough_cases,
 )
 from chexviz._internal.datasets import unwrap_subsets
-from chexviz.data.boxes import BOX_COLUMNS, scale_boxes
+from chexviz.data.boxes import BOX_COLUMNS, BoxLike, scale_boxes
 from chexviz.data.dataset import RELEASE_FOLDERS
 from chexviz.data.labels import MissingColumnsError
 from chexviz.data.splits import split_by_patient
+from chexviz.explain.overlay import map_peak
 
 if TYPE_CHECKING:
     from chexviz.data.dataset import CheXpertDataset
     from chexviz.explain.explanation import Explanation
 
 __all__ = [
-    "BoxLike",
     "Explainer",
     "anatomical_prior",
     "box_iou",
     "box_mask",
     "chance_pointing_rate",
     "energy_in_box",
-    "map_peak",
     "pointing_game",
     "score_localization",
     "score_localization_cross_fitted",
@@ -70,8 +69,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 MapLike = torch.Tensor | np.ndarray
-BoxLike = Sequence[float] | Sequence[Sequence[float]] | np.ndarray
-"""One box ``(x0, y0, x1, y1)``, or several as a sequence or an array ``[K, 4]``."""
 
 _EPS = 1e-6
 """Slack for float error in scaled box edges: an edge at 64.0000001 must not add a pixel."""
@@ -130,36 +127,10 @@ def box_mask(box: BoxLike, shape: tuple[int, int]) -> np.ndarray:
     return mask
 
 
-def map_peak(heatmap: MapLike) -> tuple[int, int] | None:
-    """The one point a map points at: its arg-max, as ``(row, column)``.
-
-    Tie rule: among equal maxima, the first in row-major order (the top-most, then the
-    left-most), which is what ``np.argmax`` returns and what CheXlocalize's pointing game
-    (``eval_ptgame.py``: ``np.unravel_index(np.argmax(map))``) uses. A single point matters:
-    bilinear upsampling turns a maximum in a corner cell into a plateau of tied pixels, and
-    counting a hit when *any* of them falls in a box would inflate hits along the borders.
-
-    Args:
-        heatmap: Map ``[H, W]``.
-
-    Returns:
-        ``(row, column)``, or None for a constant map (all pixels tied, such as an all-zero
-        map), which points nowhere.
-
-    Raises:
-        ValueError: If the map is not a finite 2-D map.
-    """
-    heat = as_heatmap(heatmap)
-    if heat.max() == heat.min():
-        return None
-    row, column = np.unravel_index(int(np.argmax(heat)), heat.shape)
-    return int(row), int(column)
-
-
 def pointing_game(heatmap: MapLike, box: BoxLike) -> bool:
     """Whether the heatmap's peak falls inside the box (or any of the boxes).
 
-    The peak is one pixel, [`map_peak`][chexviz.explain.localization.map_peak] (the first
+    The peak is one pixel, [`map_peak`][chexviz.explain.overlay.map_peak] (the first
     maximum in row-major order); a constant map (such as an all-zero map) points nowhere and
     never hits, so a method cannot score by highlighting nothing.
 
@@ -294,7 +265,7 @@ def anatomical_prior(
     """The anatomical-prior baseline: per label, the mean of that label's box masks.
 
     Build it from the **training** images' boxes (see
-    [`select_boxes`][chexviz.explain.localization.select_boxes]) and score it on the test
+    [`select_boxes`][chexviz.evaluate.localization.select_boxes]) and score it on the test
     boxes exactly like a heatmap: its peak is the pointing guess, it is thresholded for IoU and
     its mass counted for energy. Each finding (the union of its boxes, rasterised at
     ``size``) counts once. The mean is min-max normalised like Grad-CAM heatmaps, so the
@@ -341,7 +312,7 @@ def select_boxes(
     """The rows of a boxes frame that lie on images of ``dataset``.
 
     Use it to keep the training split's boxes for
-    [`anatomical_prior`][chexviz.explain.localization.anatomical_prior], so that the baseline
+    [`anatomical_prior`][chexviz.evaluate.localization.anatomical_prior], so that the baseline
     never sees the boxes it is scored on.
 
     Args:
@@ -458,7 +429,7 @@ def unscored_boxes(boxes: pd.DataFrame, labels: Iterable[str]) -> pd.DataFrame:
     A box is left out when its ``label`` is empty (a finding of another data set with no
     CheXpert counterpart, such as NIH's Infiltrate boxes from
     [`read_nih_boxes`][chexviz.data.nih.read_nih_boxes]) or is not one of the model's
-    outputs. [`score_localization`][chexviz.explain.localization.score_localization] logs
+    outputs. [`score_localization`][chexviz.evaluate.localization.score_localization] logs
     their count; ``chexviz localize`` prints it.
 
     Args:
@@ -540,7 +511,7 @@ def score_localization(
     are not in ``dataset`` (other splits, lateral views) are left out, with a log message, and
     so are boxes of findings the model does not output (an empty ``label``, or one not in
     ``cam.model.labels``; see
-    [`unscored_boxes`][chexviz.explain.localization.unscored_boxes]), with a warning that
+    [`unscored_boxes`][chexviz.evaluate.localization.unscored_boxes]), with a warning that
     counts them per finding and reason.
 
     Args:
@@ -557,7 +528,7 @@ def score_localization(
         batch_size: Images per Grad-CAM pass.
         progress: Show a progress bar (only on a terminal).
         prior: The anatomical prior, label -> map ``[S, S]``, from
-            [`anatomical_prior`][chexviz.explain.localization.anatomical_prior] on the
+            [`anatomical_prior`][chexviz.evaluate.localization.anatomical_prior] on the
             *training* boxes; each explained finding whose label has a map is scored with it
             too. None leaves the ``prior_*`` columns empty.
 
@@ -659,7 +630,7 @@ def score_localization_cross_fitted(
     For ground truth without a separate training set of boxes (NIH ChestX-ray14's all lie on
     its test images) the prior cannot be learnt elsewhere. The boxed images are split in two
     halves by patient; each half is scored with the
-    [`anatomical_prior`][chexviz.explain.localization.anatomical_prior] of the other half's
+    [`anatomical_prior`][chexviz.evaluate.localization.anatomical_prior] of the other half's
     boxes. A label boxed in one half only has no prior in the other (NaN there).
 
     Args:

@@ -6,14 +6,14 @@ import pytest
 import torch
 from torch import nn
 
-from chexviz.explain.explanation import Explanation
-from chexviz.explain.faithfulness import (
+from chexviz.evaluate.faithfulness import (
     PerturbationCurve,
     deletion_score,
     insertion_score,
     perturbation_curve,
     score_faithfulness,
 )
+from chexviz.explain.explanation import Explanation
 
 SIZE = 8
 

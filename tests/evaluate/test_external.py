@@ -16,14 +16,14 @@ from chexviz.data.labels import CHEXPERT_LABELS
 from chexviz.data.mimic import MIMICCXRDataset
 from chexviz.data.nih import NIHChestXray14Dataset
 from chexviz.data.synthetic_external import make_synthetic_mimic, make_synthetic_nih
-from chexviz.models.classifier import MultiLabelClassifier
-from chexviz.training.external import (
+from chexviz.evaluate.external import (
     CHANCE_AUROC,
     bootstrap_auroc,
     internal_metrics_metadata,
     read_internal_metrics,
     validate_externally,
 )
+from chexviz.models.classifier import MultiLabelClassifier
 from chexviz.training.metrics import compute_metrics
 from chexviz.training.trainer import Trainer
 

@@ -1,7 +1,7 @@
 """External validation: a model's AUROC on another hospital's data, with patient bootstrap CIs.
 
 A CheXpert model is only as good as its result on X-rays it was not tuned on.
-[`validate_externally`][chexviz.training.external.validate_externally] predicts a data set
+[`validate_externally`][chexviz.evaluate.external.validate_externally] predicts a data set
 (MIMIC-CXR-JPG, NIH ChestX-ray14, or CheXpert itself), scores every model output the data set
 annotates (through the explicit label mapping of
 [`chexviz.data.label_mapping`][chexviz.data.label_mapping]) with AUROC and a 95% bootstrap
@@ -9,7 +9,7 @@ interval that resamples **patients**, not images (images of one patient are corr
 an image bootstrap gives intervals that are too narrow), and averages over the shared labels.
 
 The model's own test figures travel in its weight file, under `INTERNAL_METRICS_KEY` (write
-them with [`internal_metrics_metadata`][chexviz.training.external.internal_metrics_metadata]),
+them with [`internal_metrics_metadata`][chexviz.evaluate.external.internal_metrics_metadata]),
 so the external figures are printed beside the internal ones. The trivial baseline of AUROC is
 0.5: a constant or random score, whatever the prevalence.
 """
@@ -457,7 +457,7 @@ def validate_externally(
     with for training; a data set without raw label cells is scored on its targets. A label
     with fewer than ``min_positives`` positive or ``min_negatives`` negative patients is
     "too few cases": unscored and out of the mean (see
-    [`bootstrap_auroc`][chexviz.training.external.bootstrap_auroc]).
+    [`bootstrap_auroc`][chexviz.evaluate.external.bootstrap_auroc]).
 
     Args:
         model: The model; its labels must be the data set's ``labels`` (build the data set

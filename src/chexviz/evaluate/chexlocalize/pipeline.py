@@ -1,0 +1,252 @@
+"""The whole CheXlocalize pipeline on a data set, as ``chexviz localize`` and the demo run it."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm.auto import tqdm
+
+from chexviz._internal.cases import DEFAULT_MIN_POSITIVES
+from chexviz.data.chexlocalize import (
+    LOCALIZATION_LABELS,
+    CheXlocalizeGroundTruth,
+    chexpert_name,
+    cxr_id,
+    write_chexlocalize,
+)
+from chexviz.data.images import read_image_size
+from chexviz.evaluate.chexlocalize._pixels import Mask
+from chexviz.evaluate.chexlocalize.files import ground_truth_overlay, plot_chexlocalize
+from chexviz.evaluate.chexlocalize.scoring import CheXlocalizeScores, score_chexlocalize
+from chexviz.evaluate.chexlocalize.segmentation import segment_heatmap
+from chexviz.evaluate.chexlocalize.tuning import tune_chexlocalize
+
+if TYPE_CHECKING:
+    from chexviz.data.dataset import CheXpertDataset
+    from chexviz.explain.gradcam import GradCAM
+
+__all__ = ["run_chexlocalize"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, eq=False)
+class _Explained:
+    heatmaps: dict[tuple[str, str], torch.Tensor]
+    probabilities: dict[tuple[str, str], float]
+    paths: dict[str, Path]
+
+
+def _explain_set(
+    cam: GradCAM,
+    dataset: CheXpertDataset,
+    labels: Sequence[str],
+    cxrs: Sequence[str],
+    batch_size: int,
+    progress: bool,
+) -> _Explained:
+    """Raw Grad-CAM maps (target-layer resolution) and probabilities of the given CXRs."""
+    position = {cxr_id(path): index for index, path in enumerate(dataset.paths)}
+    heatmaps: dict[tuple[str, str], torch.Tensor] = {}
+    probabilities: dict[tuple[str, str], float] = {}
+    with tqdm(
+        total=len(cxrs), desc="Grad-CAM", unit="CXR", disable=None if progress else True
+    ) as bar:
+        for start in range(0, len(cxrs), batch_size):
+            chunk = cxrs[start : start + batch_size]
+            images = torch.stack([dataset[position[cxr]][0] for cxr in chunk])
+            explanation = cam.explain(images, [list(labels)] * len(chunk))
+            for offset, cxr in enumerate(chunk):
+                for label in labels:
+                    heatmaps[(cxr, label)] = explanation.raw_maps[offset][label]
+                    column = explanation.labels.index(label)
+                    probabilities[(cxr, label)] = float(explanation.probabilities[offset, column])
+            bar.update(len(chunk))
+    paths = {cxr: dataset.paths[position[cxr]] for cxr in cxrs}
+    return _Explained(heatmaps, probabilities, paths)
+
+
+def run_chexlocalize(
+    cam: GradCAM,
+    dataset: CheXpertDataset,
+    ground_truth: CheXlocalizeGroundTruth,
+    out_dir: str | os.PathLike[str],
+    *,
+    thresholds: Mapping[str, float] | None = None,
+    cutoffs: Mapping[str, float] | None = None,
+    true_positive_only: bool = True,
+    overlays: int = 20,
+    tune: bool = False,
+    export: bool = False,
+    batch_size: int = 16,
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+    progress: bool = True,
+    min_cases: int = DEFAULT_MIN_POSITIVES,
+) -> CheXlocalizeScores:
+    """Explains a data set's X-rays, scores them with the CheXlocalize protocol, writes it all.
+
+    Every ground-truth CXR must be an image of ``dataset`` (read with ``frontal_only=False``:
+    CheXlocalize includes lateral views) at the size the ground truth gives; the images
+    without an entry are CXRs without findings. The model's raw Grad-CAM maps (at the target
+    layer's resolution) of the 10 pathologies, or of those the model outputs, are scored as
+    [`score_chexlocalize`][chexviz.evaluate.chexlocalize.scoring.score_chexlocalize] does.
+
+    Writes into ``out_dir``: the tables of
+    [`CheXlocalizeScores.to_csv`][chexviz.evaluate.chexlocalize.scoring.CheXlocalizeScores.to_csv];
+    ``localization.png`` (mIoU and hit rate per pathology beside chance and the anatomical
+    prior); ``overlays/<cxr>_<label>.png`` for the first ``overlays`` pairs with a finding
+    (the heatmap over the X-ray with the radiologists' contour); with ``tune``, the tuned
+    thresholds and cutoffs of this set (``tuning_results.csv``,
+    ``probability_tuning_results.csv``: tune on the validation set, score the test set with
+    them); with ``export``, ``saliency_segmentations.json``, the segmentations of every CXR in
+    the form the reference ``eval.py`` reads.
+
+    Args:
+        cam: Grad-CAM of a model with ``labels`` (a chexviz classifier).
+        dataset: The X-rays (``CheXpertDataset(..., frontal_only=False, transform=None)``).
+        ground_truth: As [`read_chexlocalize`][chexviz.data.chexlocalize.read_chexlocalize]
+            returns.
+        out_dir: Output folder (created if missing).
+        thresholds: Per-label binarisation thresholds (others: Otsu).
+        cutoffs: Per-label probability cutoffs.
+        true_positive_only: IoU on the true-positive slice (True) or the full set.
+        overlays: How many overlay figures to write.
+        tune: Also tune thresholds and cutoffs on this set.
+        export: Also write the segmentations of every CXR.
+        batch_size: Images per Grad-CAM pass.
+        n_bootstrap: Bootstrap resamples.
+        seed: Bootstrap seed.
+        progress: Show progress bars (only on a terminal).
+        min_cases: Fewest CXRs with a finding a pathology needs to be reported (see
+            [`score_chexlocalize`][chexviz.evaluate.chexlocalize.scoring.score_chexlocalize]).
+
+    Returns:
+        The scores.
+
+    Raises:
+        ValueError: A ground-truth CXR has no image in ``dataset`` or a size other than its
+            image's (the message names the file, the CXR id and the field), the model has none
+            of the 10 pathologies or no ``labels``, ``dataset`` has a transform, or an
+            argument is out of range.
+    """
+    if overlays < 0 or batch_size < 1:
+        raise ValueError(f"overlays must be >= 0 and batch_size >= 1, got {overlays}, {batch_size}")
+    if getattr(dataset, "transform", None) is not None:
+        raise ValueError("dataset has a transform: its images may no longer match the masks")
+    model_labels = getattr(cam.model, "labels", None)
+    if not model_labels:
+        raise ValueError("the model has no labels; localisation needs a chexviz classifier")
+    labels = [label for label in LOCALIZATION_LABELS if label in model_labels]
+    if not labels:
+        raise ValueError(
+            f"the model outputs none of the localised pathologies {list(LOCALIZATION_LABELS)}"
+        )
+    left_out = [label for label in LOCALIZATION_LABELS if label not in labels]
+    if left_out:
+        logger.warning("the model does not output %s: they are not scored", left_out)
+    images: dict[str, Path] = {}
+    for path in dataset.paths:
+        name = cxr_id(path)
+        if name in images:
+            raise ValueError(
+                f"{dataset.csv_path}: two images have the CXR id {name!r}: {images[name]}, {path}"
+            )
+        images[name] = path
+    sizes: dict[str, tuple[int, int]] = {}
+    for cxr in ground_truth:
+        if cxr not in images:
+            raise ValueError(
+                f"{ground_truth.path}: CXR {cxr!r} has no image in {dataset.csv_path} "
+                "(is the ground truth of another split?)"
+            )
+    for cxr, path in images.items():
+        width, height = read_image_size(path)
+        sizes[cxr] = (height, width)
+        if cxr in ground_truth and ground_truth.size(cxr) != (height, width):
+            raise ValueError(
+                f"{ground_truth.path}: CXR {cxr!r}, field 'size': {list(ground_truth.size(cxr))} "
+                f"but its image {path} is {height}x{width} (height x width); masks are at the "
+                "original size (the full-resolution release, not CheXpert-v1.0-small)"
+            )
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    wanted = sorted(images) if (tune or export or not true_positive_only) else sorted(ground_truth)
+    explained = _explain_set(cam, dataset, labels, wanted, batch_size, progress)
+    extra = {cxr: sizes[cxr] for cxr in wanted if cxr not in ground_truth}
+    scores = score_chexlocalize(
+        explained.heatmaps,
+        ground_truth,
+        thresholds=thresholds,
+        probabilities=explained.probabilities,
+        cutoffs=cutoffs,
+        true_positive_only=true_positive_only,
+        sizes=extra,
+        n_bootstrap=n_bootstrap,
+        min_cases=min_cases,
+        seed=seed,
+        progress=progress,
+    )
+    scores.to_csv(out)
+    figure = plot_chexlocalize(scores, out / "localization.png")
+    from matplotlib import pyplot as plt
+
+    plt.close(figure)
+    if overlays:
+        _write_overlays(explained, ground_truth, out / "overlays", overlays)
+    if tune:
+        tune_chexlocalize(
+            explained.heatmaps,
+            ground_truth,
+            probabilities=explained.probabilities,
+            sizes=extra,
+            progress=progress,
+        ).to_csv(out)
+    if export:
+        levels = {chexpert_name(k): v for k, v in (thresholds or {}).items()}
+        limits = {chexpert_name(k): v for k, v in (cutoffs or {}).items()}
+
+        def segmentations() -> Iterator[tuple[str, dict[str, Mask]]]:
+            for cxr in wanted:
+                masks = {}
+                for label in labels:
+                    if explained.probabilities[(cxr, label)] < limits.get(label, -math.inf):
+                        masks[label] = np.zeros(sizes[cxr], dtype=np.bool_)
+                    else:
+                        masks[label] = segment_heatmap(
+                            explained.heatmaps[(cxr, label)],
+                            sizes[cxr],
+                            threshold=levels.get(label),
+                        )
+                yield cxr, masks
+
+        write_chexlocalize(out / "saliency_segmentations.json", segmentations())
+    return scores
+
+
+def _write_overlays(
+    explained: _Explained, ground_truth: CheXlocalizeGroundTruth, folder: Path, limit: int
+) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    written = 0
+    for cxr in sorted(ground_truth):
+        for label in LOCALIZATION_LABELS:
+            if written == limit:
+                return
+            if (cxr, label) not in explained.heatmaps or ground_truth.is_empty(cxr, label):
+                continue
+            with Image.open(explained.paths[cxr]) as image:
+                picture = ground_truth_overlay(
+                    image, explained.heatmaps[(cxr, label)], ground_truth.mask(cxr, label)
+                )
+            picture.save(folder / f"{cxr}_{label.replace(' ', '_')}.png")
+            written += 1
