@@ -84,7 +84,7 @@ def main() -> None:
 
     explanation = cam.explain(image, classes=classes)
     theirs = np.stack([reference(image, targets=[ClassifierOutputTarget(k)])[0] for k in classes])
-    ours = np.stack([explanation.heatmaps[0][str(k)].numpy() for k in classes])
+    ours = np.stack([explanation.heatmaps[0][str(k)].cpu().numpy() for k in classes])
     # pytorch-grad-cam resizes with OpenCV and adds 1e-7 before normalising: compare loosely.
     agreement = float(np.abs(ours - theirs).max())
 

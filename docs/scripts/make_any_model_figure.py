@@ -82,7 +82,7 @@ def main() -> None:
     panels = []
     for title, model in models.items():
         explanation = GradCAM(model).explain(image, classes=[label])
-        heatmap = explanation.heatmaps[0][label].numpy()
+        heatmap = explanation.heatmaps[0][label].cpu().numpy()
         probability = float(explanation.probabilities[0][column])
         print(
             f"{title}: validation AUROC for {label} {aurocs[title][column]:.3f}; probability "
@@ -99,7 +99,7 @@ def main() -> None:
     figure = Figure(figsize=(10, 3.8))
     FigureCanvasAgg(figure)
     axes = figure.subplots(1, 3)
-    grey = image[0].numpy()
+    grey = image[0].cpu().numpy()
     axes[0].imshow(grey, cmap="gray")
     axes[0].set_title(f"synthetic X-ray, {label} drawn", fontsize=9)
     for axis, (title, heatmap) in zip(axes[1:], panels, strict=True):

@@ -592,20 +592,21 @@ def _sgd_run_after_a_skipped_first_step(optimizer_of, steps=4):
     return torch.stack(after)
 
 
-def test_sgd_is_never_fused_since_a_skipped_first_step_leaves_its_buffer_unset():
+def test_fused_sgd_starts_with_zero_momentum_so_a_skipped_first_step_leaves_no_garbage():
     trainer = _trainer(optimizer="sgd")
-    # What Trainer sees on a GPU with amp="fp16" (or amp="auto" before Ampere).
+    # What Trainer sees on a GPU with amp="fp16" (or amp="auto" before Ampere); the same holds
+    # without a scaler, where a non-finite loss is skipped on the device too.
     trainer._cuda, trainer.amp_dtype = True, torch.float16
     built = trainer._build_optimizer("sgd", 0.0)
-    assert not built.defaults["fused"]
-    assert trainer._build_optimizer("adam", 0.0).defaults["fused"]  # Adam zero-fills its state
-    # Without a scaler the device-side skip of a non-finite loss reaches the optimizer too.
-    for dtype in (torch.bfloat16, None):
-        trainer.amp_dtype = dtype
-        assert not trainer._build_optimizer("sgd", 0.0).defaults["fused"]
+    assert built.defaults["fused"]
+    for param in trainer.model.parameters():
+        assert torch.equal(built.state[param]["momentum_buffer"], torch.zeros_like(param))
 
-    def as_built(params):
-        return torch.optim.SGD(params, lr=0.1, momentum=0.9, fused=built.defaults["fused"])
+    def as_built(params):  # the trainer's recipe: fused, momentum buffers zero from the start
+        sgd = torch.optim.SGD(params, lr=0.1, momentum=0.9, fused=True)
+        for param in params:
+            sgd.state[param]["momentum_buffer"] = torch.zeros_like(param)
+        return sgd
 
     def plain(params):
         return torch.optim.SGD(params, lr=0.1, momentum=0.9)

@@ -513,10 +513,17 @@ class Trainer:
         if optimizer == "adamw":
             return torch.optim.AdamW(params, lr=self.lr, weight_decay=weight_decay, **fused)
         if optimizer == "sgd":
-            # Never fused: a first step skipped on the device (fp16's scaler seeing an overflow,
-            # or a non-finite loss in any precision) leaves fused SGD's momentum buffer as
-            # torch.empty_like's garbage, which every later step, and a saved checkpoint, keep.
-            return torch.optim.SGD(params, lr=self.lr, momentum=0.9, weight_decay=weight_decay)
+            sgd = torch.optim.SGD(
+                params, lr=self.lr, momentum=0.9, weight_decay=weight_decay, **fused
+            )
+            # A first step skipped on the device (fp16's scaler seeing an overflow, or a
+            # non-finite loss in any precision) would leave fused SGD's momentum buffer as
+            # torch.empty_like's garbage for every later step and the checkpoint. Zero buffers
+            # from the start give the same first step (dampening 0: 0.9 * 0 + grad = grad).
+            for group in sgd.param_groups:
+                for param in group["params"]:
+                    sgd.state[param]["momentum_buffer"] = torch.zeros_like(param)
+            return sgd
         raise ValueError(
             f"optimizer must be one of {', '.join(_OPTIMIZERS)} or a callable, got {optimizer!r}"
         )
