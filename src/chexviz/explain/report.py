@@ -317,7 +317,8 @@ figcaption { font-size: 0.9rem; text-align: center; margin-top: 0.3rem; max-widt
 .overlays { display: flex; gap: 1rem; flex-wrap: wrap; margin-top: 1rem; }
 table { border-collapse: collapse; font-size: 0.9rem; }
 th, td { border: 1px solid #ccc; padding: 0.15rem 0.6rem; }
-td.num { text-align: right; font-variant-numeric: tabular-nums; }
+td.num, section.image td:nth-child(2), section.image td:nth-child(3) {
+  text-align: right; font-variant-numeric: tabular-nums; }
 tr.positive { font-weight: bold; background: #fff6e0; }
 td.tp { color: #11661f; } td.fp { color: #b00020; } td.fn { color: #b00020; }
 .scale { display: flex; align-items: center; gap: 0.5rem; font-size: 0.85rem; color: #555; }
@@ -481,11 +482,9 @@ def _image_section(
     for label, p, t, positive in _rows(explanation, index):
         attributes = ' class="positive"' if positive else ""
         low = marks.is_low(t)
-        cells = f'<td>{marks.label(label)}</td><td class="num">{100 * p:.1f}</td>'
+        cells = f"<td>{marks.label(label)}</td><td>{100 * p:.1f}</td>"
         cells += (
-            f'<td class="num low">&#9873; {100 * t:.1f}</td>'
-            if low
-            else (f'<td class="num">{100 * t:.1f}</td>')
+            f'<td class="low">&#9873; {100 * t:.1f}</td>' if low else (f"<td>{100 * t:.1f}</td>")
         )
         if truth is not None:
             code = codes[label]
@@ -526,7 +525,8 @@ def _image_section(
     height, width = (int(side) for side in explanation.images.shape[-2:])
     drawn = ", ".join(boxes)
     input_caption = f"Input · ground truth: {drawn}" if drawn else "Input"
-    return f"""<section class="image" id="{anchor}" data-outcomes="{escape(json.dumps(codes))}">
+    outcomes = escape(json.dumps(codes, separators=(",", ":")))
+    return f"""<section class="image" id="{anchor}" data-outcomes="{outcomes}">
 <h2>{escape(name)}</h2>
 <div class="top">
 <figure><span class="frame"><img src="{pictures.input(explanation, index)}" \
