@@ -728,7 +728,8 @@ def _explain(
         for start in range(0, len(indices), _EXPLAIN_BATCH):
             chunk = indices[start : start + _EXPLAIN_BATCH]
             images = torch.stack([base[i][0] for i in chunk])
-            positive = (model.predict_proba(images) >= model.thresholds).numpy()
+            device = model.thresholds.device  # the model may sit on a GPU
+            positive = (model.predict_proba(images.to(device)) >= model.thresholds).cpu().numpy()
             if key is not None:
                 positive |= key[start : start + len(chunk)] == 1
             wanted = [np.flatnonzero(row).tolist() for row in positive]
