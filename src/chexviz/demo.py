@@ -31,7 +31,12 @@ import torch
 from tqdm.auto import tqdm
 
 from chexviz._internal.atomic import write_bytes_atomic
-from chexviz._internal.cases import DEFAULT_MIN_POSITIVES
+from chexviz._internal.cases import (
+    DEFAULT_MIN_NEGATIVES,
+    DEFAULT_MIN_POSITIVES,
+    TOO_FEW,
+    enough_cases,
+)
 from chexviz._version import __version__
 from chexviz.data.boxes import load_boxes, scale_boxes
 from chexviz.data.chexlocalize import read_chexlocalize
@@ -319,10 +324,13 @@ def run_demo(
     summary.to_csv(out / "localization_summary.csv")
 
     stage("scoring Grad-CAM masks with the CheXlocalize protocol on the validation patients")
-    localized = _chexlocalize(cam, folder, image_size, out / "chexlocalize", progress)
+    localized, localized_table = _chexlocalize(
+        cam, folder, image_size, out / "chexlocalize", progress
+    )
 
-    stage("explaining the test images' predicted positives")
-    explanations, names = _explain(cam, test, progress)
+    stage("explaining the test images' predicted positives and missed findings")
+    key = evaluation_targets(test)
+    explanations, names = _explain(cam, model, test, key, progress)
     (out / "figures").mkdir(exist_ok=True)
     for rank, (explanation, i) in enumerate(_with_positives(explanations)[:figures]):
         save_study_figure(explanation, out / "figures" / f"test_{rank:02d}.png", index=i)
@@ -358,22 +366,25 @@ def run_demo(
     )
 
     stage("writing the HTML report")
+    headline = demo_figures(result)
     write_html_report(
         explanations,
         result.report,
         names=names,
         title=f"chexviz demo: {backbone} on {len(test)} synthetic test images",
-        truth=evaluation_targets(test),
+        truth=key,
         boxes=_boxes_per_image(boxes, test, image_size),
+        notes=_report_notes(len(test)),
+        verdict=verdict(headline),
+        not_learnable=[label for label in dataset.labels if label not in SIGN_LABELS],
         summaries={
-            "Every headline figure against every baseline it has to beat": _verdict_table(
-                demo_figures(result)
-            ),
+            "Every headline figure against every baseline it has to beat": _verdict_table(headline),
+            "Localisation of the boxed test findings: Grad-CAM, chance and the anatomical "
+            "prior": summary,
+            "CheXlocalize protocol on the validation patients (valid.csv): Grad-CAM masks, "
+            "the whole image and the anatomical prior": localized_table,
             f"Classification on the {len(test)} test images (uncertain labels negative)": (
                 _classification_table(metrics, excluded, test, owners)
-            ),
-            "Localisation of the boxed findings: Grad-CAM, chance and the anatomical prior": (
-                summary
             ),
         },
     )
@@ -386,8 +397,12 @@ def run_demo(
 
 def _chexlocalize(
     cam: GradCAM, folder: Path, image_size: int, out: Path, progress: bool
-) -> dict[str, float]:
-    """The CheXlocalize protocol on the validation patients; the mean row of its summary."""
+) -> tuple[dict[str, float], pd.DataFrame]:
+    """The CheXlocalize protocol on the validation patients: its mean row and a report table.
+
+    The table has, per pathology, its status, cases, mIoU and hit rate with their intervals,
+    each beside the whole image or a random point and the anatomical prior.
+    """
     valid = CheXpertDataset(
         folder, "valid.csv", image_size=image_size, frontal_only=False, progress=progress
     )
@@ -396,7 +411,44 @@ def _chexlocalize(
     mean = scores.summary.loc["mean"]
     keys = ["miou", "miou_lower", "miou_upper", "hit_rate", "hit_rate_lower", "hit_rate_upper"]
     keys += ["prior_miou", "prior_hit_rate", "chance_miou", "chance_hit_rate"]
-    return {key: float(mean[key]) for key in keys}
+    frame = scores.summary
+
+    def with_interval(name: str) -> list[str]:
+        bounds = frame[[name, f"{name}_lower", f"{name}_upper"]].to_numpy(dtype=np.float64)
+        return [
+            "—" if math.isnan(value) else f"{value:.3f} [{lower:.3f}, {upper:.3f}]"
+            for value, lower, upper in bounds
+        ]
+
+    table = pd.DataFrame(
+        {
+            "status": frame["status"],
+            "positives": frame["positives"],
+            "patients": frame["patients"],
+            "mIoU [95% CI]": with_interval("miou"),
+            "mIoU, whole image": frame["chance_miou"],
+            "mIoU, anatomical prior": frame["prior_miou"],
+            "hit rate [95% CI]": with_interval("hit_rate"),
+            "hit rate, random point": frame["chance_hit_rate"],
+            "hit rate, anatomical prior": frame["prior_hit_rate"],
+        },
+        index=pd.Index(frame.index, name="pathology"),
+    )
+    return {key: float(mean[key]) for key in keys}, table
+
+
+def _report_notes(test_images: int) -> list[str]:
+    """What the report says first: where its images come from, and the two "validation"s."""
+    train, validation, test = (round(100 * share) for share in SPLIT_FRACTIONS)
+    return [
+        f"The {test_images} test images come from a patient split of train.csv "
+        f"({train}/{validation}/{test} train/validation/test by patient, no patient in two "
+        "parts), which is why their names start with train/.",
+        "Two meanings of validation meet here: the demo's validation split of train.csv "
+        f"({validation}% of its patients) picks the best epoch and tunes the thresholds; "
+        "CheXpert's own validation set, valid.csv (the images CheXlocalize annotates), is "
+        "never trained or tuned on and is where the CheXlocalize protocol scores the masks.",
+    ]
 
 
 @dataclass(frozen=True)
@@ -581,7 +633,7 @@ def _verdict_table(figures: Sequence[Figure]) -> pd.DataFrame:
             "baselines": ", ".join(f"{n} {v:.3f}" for n, v in figure.baselines.items()),
             "verdict": outcome,
         }
-    table: pd.DataFrame = pd.DataFrame.from_dict(rows, orient="index")
+    table: pd.DataFrame = pd.DataFrame.from_dict(rows, orient="index").rename_axis("figure")
     return table
 
 
@@ -617,8 +669,18 @@ def _classification_table(
     assert key is not None  # a CheXpertDataset keeps its raw label cells
     patients = np.asarray([str(owner) for owner in owners])
     per_label = [len(set(patients[~np.isnan(key[:, j])])) for j in range(key.shape[1])]
+    positives = frame["positives"].to_numpy(dtype=np.float64)
+    negatives = (frame["support"] - frame["positives"]).to_numpy(dtype=np.float64)
+    enough = enough_cases(positives, negatives, DEFAULT_MIN_POSITIVES, DEFAULT_MIN_NEGATIVES)
+    status = [
+        "drawn nowhere"
+        if label not in SIGN_LABELS and label != "macro"
+        else ("scored" if ok or label == "macro" else TOO_FEW)
+        for label, ok in zip(frame.index, enough, strict=True)
+    ]
     table: pd.DataFrame = pd.DataFrame(
         {
+            "status": status,
             "AUROC": frame["auroc"],
             "AUROC, uncertain left out": excluded.to_frame()["auroc"],
             "accuracy at 0.5": frame["binary_accuracy"],
@@ -645,11 +707,18 @@ def _test_items(
 
 def _explain(
     cam: GradCAM,
+    model: MultiLabelClassifier,
     test: torch.utils.data.Subset[tuple[torch.Tensor, torch.Tensor]],
+    key: np.ndarray | None,
     progress: bool,
 ) -> tuple[list[Explanation], list[str]]:
-    """Explains every test image's predicted positives, in batches."""
+    """Explains every test image's predicted positives and missed findings, in batches.
+
+    A missed finding (positive in the answer key ``key``, predicted negative) is explained in
+    the same Grad-CAM pass as the positives, so the report can show where the model looked.
+    """
     base = _test_items(test)
+    model.eval()  # predict_proba needs inference mode's batch norm and dropout
     explanations = []
     names: list[str] = []
     indices = list(test.indices)
@@ -659,7 +728,12 @@ def _explain(
         for start in range(0, len(indices), _EXPLAIN_BATCH):
             chunk = indices[start : start + _EXPLAIN_BATCH]
             images = torch.stack([base[i][0] for i in chunk])
-            explanations.append(cam.explain(images))
+            device = model.thresholds.device  # the model may sit on a GPU
+            positive = (model.predict_proba(images.to(device)) >= model.thresholds).cpu().numpy()
+            if key is not None:
+                positive |= key[start : start + len(chunk)] == 1
+            wanted = [np.flatnonzero(row).tolist() for row in positive]
+            explanations.append(cam.explain(images, classes=wanted))
             names.extend(str(base.frame["Path"].iloc[i]) for i in chunk)
             bar.update(len(chunk))
     return explanations, names

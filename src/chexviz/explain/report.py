@@ -25,7 +25,7 @@ import json
 import logging
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +33,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from chexviz._internal.atomic import write_bytes_atomic
+from chexviz._internal.cases import TOO_FEW
 from chexviz._version import __version__
 from chexviz.data.boxes import BoxLike
 from chexviz.explain.explanation import Explanation
@@ -73,6 +74,18 @@ def _caption(explanation: Explanation, index: int, cls: str) -> str:
     probability = float(explanation.probabilities[index, explanation.labels.index(cls)])
     note = " · no positive evidence" if cls in explanation.zero_maps[index] else ""
     return f"{cls} ({100 * probability:.1f}%){note}"
+
+
+def _missed_caption(explanation: Explanation, index: int, cls: str) -> str:
+    """The caption of a missed finding's map: what it is, and how far below threshold."""
+    column = explanation.labels.index(cls)
+    probability = float(explanation.probabilities[index, column])
+    threshold = float(explanation.thresholds[column])
+    note = " · no positive evidence" if cls in explanation.zero_maps[index] else ""
+    return (
+        f"missed: the model's map for {cls} "
+        f"({100 * probability:.1f}% < threshold {100 * threshold:.1f}%){note}"
+    )
 
 
 def study_figure(
@@ -293,7 +306,7 @@ def _outcomes(explanation: Explanation, index: int, truth: np.ndarray | None) ->
 
 
 _STYLE = """
-body { font-family: system-ui, sans-serif; margin: 2rem; color: #222; max-width: 70rem; }
+body { font-family: system-ui, sans-serif; margin: 1.5rem 2rem; color: #222; max-width: 70rem; }
 h1 { margin-bottom: 0.2rem; }
 .meta { color: #666; margin-top: 0; }
 section { border-top: 1px solid #ddd; padding: 1rem 0; }
@@ -304,14 +317,34 @@ figcaption { font-size: 0.9rem; text-align: center; margin-top: 0.3rem; max-widt
 .overlays { display: flex; gap: 1rem; flex-wrap: wrap; margin-top: 1rem; }
 table { border-collapse: collapse; font-size: 0.9rem; }
 th, td { border: 1px solid #ccc; padding: 0.15rem 0.6rem; }
-td.num, table.summary td { text-align: right; font-variant-numeric: tabular-nums; }
+td.num, section.image td:nth-child(2), section.image td:nth-child(3) {
+  text-align: right; font-variant-numeric: tabular-nums; }
 tr.positive { font-weight: bold; background: #fff6e0; }
 td.tp { color: #11661f; } td.fp { color: #b00020; } td.fn { color: #b00020; }
 .scale { display: flex; align-items: center; gap: 0.5rem; font-size: 0.85rem; color: #555; }
 .scale span.bar { width: 12rem; height: 0.8rem; border: 1px solid #ccc; }
 .note { color: #666; font-style: italic; }
 .filters { margin: 1rem 0; display: flex; gap: 1.5rem; align-items: center; }
-.summaries h2 { font-size: 1.1rem; }
+.summaries h2, .verdict h2 { font-size: 1.1rem; }
+.table-wrap { overflow-x: auto; max-width: 100%; }
+table.summary { font-size: 0.8rem; }
+table.summary th, table.summary td { padding: 0.15rem 0.35rem; }
+table.summary th { white-space: normal; vertical-align: bottom; min-width: 3.5rem; }
+table.summary th[scope="row"] { text-align: left; font-weight: normal; min-width: 8rem;
+  vertical-align: middle; }
+td.few { color: #8a6d00; }
+.frame { position: relative; display: inline-block; line-height: 0; }
+.frame .box { position: absolute; border: 2px solid #00e5ff; box-sizing: border-box; }
+.frame .box span { position: absolute; left: 0; top: 0; font-size: 0.6rem; line-height: 1.2;
+  background: rgba(0, 0, 0, 0.6); color: #9ff; white-space: nowrap; padding: 0 2px; }
+figure.missed img { outline: 3px solid #b00020; }
+figure.missed figcaption { color: #b00020; }
+.tag { font-size: 0.72rem; color: #555; border: 1px solid #bbb; border-radius: 3px;
+  padding: 0 3px; margin-left: 0.3rem; white-space: nowrap; font-weight: normal; }
+td.low { color: #b00020; }
+.notes p, .verdict li { margin: 0.3rem 0; }
+.warning { color: #8a3a00; }
+@media (max-width: 60rem) { body { margin: 0.6rem; } table { font-size: 0.8rem; } }
 """
 
 # The report's only script: it filters sections by the codes in their data-outcomes attribute
@@ -371,6 +404,30 @@ def _gradient_css(cmap: str | Colormap) -> str:
     return "linear-gradient(to right, " + ", ".join(stops) + ")"
 
 
+def _box_markers(boxes: Mapping[str, np.ndarray], width: int, height: int) -> str:
+    """Every ground-truth box as an element over the input, placed in percent of its size.
+
+    Elements rather than pixels: they stay sharp at any zoom, carry their label as text, and a
+    reader (or a test) can count them.
+    """
+    markers = []
+    for label, rows in boxes.items():
+        for x0, y0, x1, y1 in rows:
+            left, top = 100 * max(0.0, x0) / width, 100 * max(0.0, y0) / height
+            right, bottom = (
+                100 * min(float(width), x1) / width,
+                100 * min(float(height), y1) / height,
+            )
+            place = (
+                f"left:{left:.2f}%;top:{top:.2f}%;"
+                f"width:{max(0.0, right - left):.2f}%;height:{max(0.0, bottom - top):.2f}%"
+            )
+            markers.append(
+                f'<span class="box" style="{place}"><span>{html.escape(label)}</span></span>'
+            )
+    return "".join(markers)
+
+
 class _Pictures:
     """How the report draws its pictures: thumbnails as JPEG, overlays with their boxes."""
 
@@ -394,6 +451,21 @@ class _Pictures:
         return _jpeg_data_uri(picture, self.quality)
 
 
+class _Marks:
+    """What the tables flag: labels that cannot be learned, and thresholds that are too low."""
+
+    def __init__(self, not_learnable: Collection[str], low_threshold: float) -> None:
+        self.not_learnable = frozenset(not_learnable)
+        self.low_threshold = low_threshold
+
+    def label(self, label: str) -> str:
+        tag = '<span class="tag">not learnable</span>' if label in self.not_learnable else ""
+        return html.escape(label) + tag
+
+    def is_low(self, threshold: float) -> bool:
+        return threshold < self.low_threshold
+
+
 def _image_section(
     explanation: Explanation,
     index: int,
@@ -402,43 +474,70 @@ def _image_section(
     pictures: _Pictures,
     truth: np.ndarray | None,
     boxes: Mapping[str, np.ndarray],
+    marks: _Marks,
 ) -> str:
     escape = html.escape
     codes = _outcomes(explanation, index, truth)
     table_rows = []
     for label, p, t, positive in _rows(explanation, index):
         attributes = ' class="positive"' if positive else ""
-        cells = f'<td>{escape(label)}</td><td class="num">{100 * p:.1f}</td>'
-        cells += f'<td class="num">{100 * t:.1f}</td>'
+        low = marks.is_low(t)
+        cells = f"<td>{marks.label(label)}</td><td>{100 * p:.1f}</td>"
+        cells += (
+            f'<td class="low">&#9873; {100 * t:.1f}</td>' if low else (f"<td>{100 * t:.1f}</td>")
+        )
         if truth is not None:
             code = codes[label]
-            cells += f'<td>{_TRUTH_TEXT[code]}</td><td class="{code}">{_OUTCOME_TEXT[code]}</td>'
+            outcome = _OUTCOME_TEXT[code]
+            if positive and low:
+                outcome += f" (threshold below {100 * marks.low_threshold:g}%)"
+            cells += f'<td>{_TRUTH_TEXT[code]}</td><td class="{code}">{outcome}</td>'
         table_rows.append(f"<tr{attributes}>{cells}</tr>")
     figures = []
     for cls in explanation.classes[index]:
         source = pictures.overlay(explanation, index, cls, boxes.get(cls))
-        caption = _caption(explanation, index, cls)
-        if truth is not None:
-            caption += f" · {_OUTCOME_TEXT[codes[cls]] or 'true negative'}"
+        missed = codes[cls] == "fn"
+        if missed:
+            caption = _missed_caption(explanation, index, cls)
+        else:
+            caption = _caption(explanation, index, cls)
+            if truth is not None:
+                caption += f" · {_OUTCOME_TEXT[codes[cls]] or 'true negative'}"
+        kind = ' class="missed"' if missed else ""
         figures.append(
-            f'<figure><img src="{source}" alt="{escape(cls)} heatmap of {escape(name)}">'
+            f'<figure{kind}><img src="{source}" alt="{escape(cls)} heatmap of {escape(name)}">'
             f"<figcaption>{escape(caption)}</figcaption></figure>"
+        )
+    unexplained = [
+        label
+        for label, code in codes.items()
+        if code == "fn" and label not in explanation.classes[index]
+    ]
+    if unexplained:
+        figures.append(
+            '<p class="note">Missed, not explained: '
+            f"{escape(', '.join(unexplained))} (explain them with classes=...)</p>"
         )
     overlays = "\n".join(figures) or '<p class="note">No class explained for this image.</p>'
     header = "<th>Finding</th><th>Probability (%)</th><th>Threshold (%)</th>"
     if truth is not None:
         header += "<th>Truth</th><th>Outcome</th>"
-    return f"""<section class="image" id="{anchor}" data-outcomes="{escape(json.dumps(codes))}">
+    height, width = (int(side) for side in explanation.images.shape[-2:])
+    drawn = ", ".join(boxes)
+    input_caption = f"Input · ground truth: {drawn}" if drawn else "Input"
+    outcomes = escape(json.dumps(codes, separators=(",", ":")))
+    return f"""<section class="image" id="{anchor}" data-outcomes="{outcomes}">
 <h2>{escape(name)}</h2>
 <div class="top">
-<figure><img src="{pictures.input(explanation, index)}" alt="input image {escape(name)}">\
-<figcaption>Input</figcaption></figure>
-<table>
+<figure><span class="frame"><img src="{pictures.input(explanation, index)}" \
+alt="input image {escape(name)}">{_box_markers(boxes, width, height)}</span>\
+<figcaption>{escape(input_caption)}</figcaption></figure>
+<div class="table-wrap"><table>
 <thead><tr>{header}</tr></thead>
 <tbody>
 {chr(10).join(table_rows)}
 </tbody>
-</table>
+</table></div>
 </div>
 <div class="overlays">
 {overlays}
@@ -446,16 +545,120 @@ def _image_section(
 </section>"""
 
 
-def _summaries_html(summaries: Mapping[str, pd.DataFrame] | None) -> str:
+_HEADER_WORDS = {
+    "label": "Finding",
+    "status": "status",
+    "auroc": "AUROC",
+    "binary_accuracy": "accuracy at 0.5",
+    "accuracy": "accuracy, tuned",
+    "all_negative_accuracy": "all-negative accuracy",
+    "majority_accuracy": "majority-class accuracy",
+    "f1": "F1",
+    "support": "images",
+    "hit_rate": "pointing game (hit rate)",
+    "chance": "random point",
+    "prior_hit_rate": "hit rate, anatomical prior",
+    "iou": "IoU",
+    "prior_iou": "IoU, anatomical prior",
+    "energy": "energy in box",
+    "prior_energy": "energy, anatomical prior",
+    "miou": "mIoU",
+    "chance_miou": "mIoU, whole image",
+    "prior_miou": "mIoU, anatomical prior",
+    "chance_hit_rate": "hit rate, random point",
+}
+"""Column names of chexviz's tables as a reader says them; others lose their underscores."""
+
+
+def _header_words(name: object) -> str:
+    text = str(name)
+    return _HEADER_WORDS.get(text, text.replace("_", " "))
+
+
+def _cell(value: object, as_count: bool) -> str:
+    if isinstance(value, float | np.floating):
+        if math.isnan(value):
+            return "—"
+        return f"{value:.0f}" if as_count else f"{value:.3f}"
+    return html.escape(str(value))
+
+
+def _summary_table(frame: pd.DataFrame, marks: _Marks) -> str:
+    """One summary table: worded headers in one row, counts as integers, flagged rows."""
+    escape = html.escape
+    corner = "" if frame.index.name is None else _header_words(frame.index.name)
+    header = f"<th>{escape(corner)}</th>" + "".join(
+        f"<th>{escape(_header_words(column))}</th>" for column in frame.columns
+    )
+    counts = {}
+    for column in frame.columns:
+        values = frame[column]
+        defined = values.dropna().to_numpy() if values.dtype.kind == "f" else np.array([])
+        # a float column of whole numbers above 1 holds counts (NaN made it float)
+        counts[column] = (
+            defined.size > 0 and bool((defined == np.round(defined)).all()) and defined.max() > 1
+        )
+    rows = []
+    for label, row in frame.iterrows():
+        cells = [f'<th scope="row">{marks.label(str(label))}</th>']
+        for column in frame.columns:
+            value = row[column]
+            if value == TOO_FEW:
+                kind = ' class="few"'
+            elif isinstance(value, float | int | np.number):
+                kind = ' class="num"'
+            else:
+                kind = ""
+            cells.append(f"<td{kind}>{_cell(value, counts[column])}</td>")
+        rows.append(f"<tr>{''.join(cells)}</tr>")
+    return (
+        f'<div class="table-wrap"><table class="summary"><thead><tr>{header}</tr></thead>'
+        f"<tbody>{''.join(rows)}</tbody></table></div>"
+    )
+
+
+def _summaries_html(summaries: Mapping[str, pd.DataFrame] | None, marks: _Marks) -> str:
     if not summaries:
         return ""
     parts = ['<div class="summaries">']
     for heading, frame in summaries.items():
-        table = frame.to_html(
-            float_format=lambda value: f"{value:.3f}", na_rep="—", border=0, classes="summary"
-        )
+        table = _summary_table(frame, marks)
         parts.append(f"<h2>{html.escape(str(heading))}</h2>\n{table}")
     parts.append("</div>")
+    return "\n".join(parts)
+
+
+def _top_html(
+    notes: Sequence[str],
+    verdict: Sequence[str],
+    labels: tuple[str, ...],
+    thresholds: np.ndarray,
+    marks: _Marks,
+) -> str:
+    """The notes, the verdict and the labels whose thresholds are below the flag."""
+    escape = html.escape
+    parts = []
+    if notes:
+        parts.append(
+            '<div class="notes">' + "".join(f"<p>{escape(note)}</p>" for note in notes) + "</div>"
+        )
+    if verdict:
+        items = "".join(f"<li>{escape(line)}</li>" for line in verdict)
+        parts.append(
+            '<div class="verdict"><h2>Verdict: where it beats each baseline and where not</h2>'
+            f"<ul>{items}</ul></div>"
+        )
+    low = [
+        f"{label} {100 * t:.1f}%"
+        for label, t in zip(labels, thresholds.tolist(), strict=True)
+        if marks.is_low(t)
+    ]
+    if low:
+        parts.append(
+            f'<p class="warning">&#9873; Thresholds below {100 * marks.low_threshold:g}%: '
+            f"{escape('; '.join(low))}. There a probability that small counts as a "
+            "positive: read those positives with care.</p>"
+        )
     return "\n".join(parts)
 
 
@@ -499,6 +702,10 @@ def write_html_report(
     truth: np.ndarray | Sequence[Sequence[float]] | None = None,
     boxes: Sequence[Mapping[str, BoxLike] | None] | None = None,
     summaries: Mapping[str, pd.DataFrame] | None = None,
+    notes: Sequence[str] = (),
+    verdict: Sequence[str] = (),
+    not_learnable: Collection[str] = (),
+    low_threshold: float = 0.05,
     thumbnail: int = 160,
     quality: int = 80,
 ) -> Path:
@@ -511,7 +718,11 @@ def write_html_report(
     (a small inline script; without it every image shows). With ``boxes`` the overlays show
     the ground-truth boxes (cyan) and the map's pointing-game point (a white cross).
     ``summaries`` are tables shown at the top (metrics beside their baselines, localisation
-    beside chance and the prior).
+    beside chance and the prior), after the ``notes`` and the ``verdict``. The input picture
+    carries every ground-truth box as a labelled frame; a missed finding (true positive in
+    ``truth``, predicted negative) that the explanation explains gets its overlay too, framed
+    in red and captioned "missed: the model's map for ...". Labels in ``not_learnable`` and
+    thresholds below ``low_threshold`` are flagged.
 
     Pictures are JPEG thumbnails of at most ``thumbnail`` pixels a side embedded as data URIs,
     so the single file opens in a browser without a server or other files and a few hundred
@@ -533,7 +744,18 @@ def write_html_report(
         boxes: Per image, label -> box(es) ``(x0, y0, x1, y1)`` in the pixels of the
             explanation's images (their heatmaps' resolution), or None for an image without.
         summaries: Heading -> table to show at the top, in order (e.g.
-            ``metrics.to_frame()`` and ``summarize_localization(scores)``).
+            ``metrics.to_frame()`` and ``summarize_localization(scores)``). Column names
+            are shown as words (``hit_rate`` as "pointing game (hit rate)"; others lose their
+            underscores), the index name heads the row labels in the same header row, float
+            columns of whole numbers show as counts and ``"too few cases"`` is highlighted.
+        notes: Lines of text shown at the top, before the verdict (e.g. where the images
+            come from).
+        verdict: Lines shown at the top as a list under "Verdict" (where the figures beat
+            their baselines and where not).
+        not_learnable: Labels the model cannot learn (e.g. drawn nowhere in its training
+            images); they are tagged "not learnable" in every table.
+        low_threshold: Thresholds below this are flagged (a flag sign) in every image's table and
+            listed at the top, with a predicted positive they make.
         thumbnail: Largest side of the pictures, in pixels.
         quality: JPEG quality of the pictures, 1 to 95.
 
@@ -543,12 +765,14 @@ def write_html_report(
     Raises:
         ValueError: If there is no image, ``names``, ``truth`` or ``boxes`` does not have one
             entry per image, the explanations' labels differ, a box is malformed, or
-            ``thumbnail`` or ``quality`` is out of range.
+            ``thumbnail``, ``quality`` or ``low_threshold`` is out of range.
     """
     batches = [explanations] if isinstance(explanations, Explanation) else list(explanations)
     slots = [(batch, index) for batch in batches for index in range(len(batch))]
     if not slots:
         raise ValueError("no image to report: explanations are empty")
+    if not 0.0 <= low_threshold <= 1.0:
+        raise ValueError(f"low_threshold must be in [0, 1], got {low_threshold}")
     if thumbnail < 16 or not 1 <= quality <= 95:
         raise ValueError(
             f"thumbnail must be >= 16 and quality in [1, 95], got {thumbnail}, {quality}"
@@ -578,6 +802,7 @@ def write_html_report(
         for number in range(len(slots))
     ]
     pictures = _Pictures(alpha, cmap, thumbnail, quality)
+    marks = _Marks(not_learnable, low_threshold)
     methods = sorted({f"{batch.method} at {batch.layer}" for batch in batches})
     sections = [
         _image_section(
@@ -588,13 +813,20 @@ def write_html_report(
             pictures,
             None if key is None else key[number],
             drawn[number],
+            marks,
         )
         for number, ((batch, index), name) in enumerate(zip(slots, titles, strict=True))
     ]
     escape = html.escape
     legend = "bold rows: predicted positive (probability &ge; threshold)"
     if per_image is not None:
-        legend += " · cyan: ground-truth box · white cross: the map's peak (pointing game)"
+        legend += (
+            " · cyan: ground-truth box (on the input: every finding's) · white cross: the map's"
+            " peak (pointing game)"
+        )
+    if key is not None:
+        legend += " · red frame: a missed finding, the model's map for it"
+    legend += f" · &#9873;: threshold below {100 * low_threshold:g}%"
     document = f"""<!DOCTYPE html>
 <html lang="en">
 <head>
@@ -608,7 +840,8 @@ def write_html_report(
 <h1>{escape(title)}</h1>
 <p class="meta">{len(slots)} image{"s" if len(slots) != 1 else ""} · \
 {escape("; ".join(methods))} · chexviz {escape(__version__)}</p>
-{_summaries_html(summaries)}
+{_top_html(notes, verdict, labels, batches[0].thresholds.numpy(), marks)}
+{_summaries_html(summaries, marks)}
 <p class="scale">heatmap, normalised per class: low <span class="bar" \
 style="background: {_gradient_css(cmap)}"></span> high · {legend}</p>
 {_filters_html(labels, key is not None)}
