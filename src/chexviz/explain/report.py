@@ -249,6 +249,10 @@ _OUTCOME_TEXT = {
 _TRUTH_TEXT = {"tp": "positive", "fn": "positive", "fp": "negative", "tn": "negative", "na": "—"}
 
 
+_MIN_QUALITY = 30
+"""The lowest JPEG quality the report drops to when it must fit ``max_bytes``."""
+
+
 def _jpeg_data_uri(picture: Image.Image, quality: int) -> str:
     buffer = io.BytesIO()
     picture.save(buffer, format="JPEG", quality=quality, optimize=True)
@@ -708,6 +712,7 @@ def write_html_report(
     low_threshold: float = 0.05,
     thumbnail: int = 160,
     quality: int = 80,
+    max_bytes: int | None = 5_000_000,
 ) -> Path:
     """Writes a self-contained HTML report of many explained images.
 
@@ -758,6 +763,9 @@ def write_html_report(
             listed at the top, with a predicted positive they make.
         thumbnail: Largest side of the pictures, in pixels.
         quality: JPEG quality of the pictures, 1 to 95.
+        max_bytes: Size the file should keep within (5 MB by default; None: no limit). Over
+            it, the pictures are encoded again at 10 less quality each time, down to
+            quality 30, and a warning says so if even that is too large.
 
     Returns:
         The written path.
@@ -801,9 +809,74 @@ def write_html_report(
         }
         for number in range(len(slots))
     ]
-    pictures = _Pictures(alpha, cmap, thumbnail, quality)
     marks = _Marks(not_learnable, low_threshold)
     methods = sorted({f"{batch.method} at {batch.layer}" for batch in batches})
+    # The pictures are most of the file: over max_bytes, encode them again at a lower JPEG
+    # quality (10 less each time, down to _MIN_QUALITY) rather than drop any of them.
+    limit = math.inf if max_bytes is None else max_bytes
+    attempts = (
+        [quality] if max_bytes is None else [quality, *range(quality - 10, _MIN_QUALITY - 1, -10)]
+    )
+    top = (
+        _top_html(notes, verdict, labels, batches[0].thresholds.numpy(), marks)
+        + "\n"
+        + _summaries_html(summaries, marks)
+    )
+    for attempt in attempts:
+        encoded = _render(
+            _Pictures(alpha, cmap, thumbnail, attempt),
+            slots,
+            titles,
+            key,
+            drawn,
+            marks,
+            per_image is not None,
+            title,
+            methods,
+            top,
+            _filters_html(labels, key is not None),
+            cmap,
+            low_threshold,
+        )
+        if len(encoded) <= limit:
+            break
+        logger.info(
+            "report is %.2f MB at JPEG quality %d, over %.2f MB: encoding again",
+            len(encoded) / 1e6,
+            attempt,
+            limit / 1e6,
+        )
+    else:
+        logger.warning(
+            "report is %.2f MB even at JPEG quality %d, over max_bytes %.2f MB: report fewer "
+            "images or pass a smaller thumbnail",
+            len(encoded) / 1e6,
+            attempts[-1],
+            limit / 1e6,
+        )
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    write_bytes_atomic(target, encoded)
+    logger.info("wrote HTML report of %d images to %s", len(slots), target)
+    return target
+
+
+def _render(
+    pictures: _Pictures,
+    slots: Sequence[tuple[Explanation, int]],
+    titles: Sequence[str],
+    key: np.ndarray | None,
+    drawn: Sequence[Mapping[str, np.ndarray]],
+    marks: _Marks,
+    with_boxes: bool,
+    title: str,
+    methods: Sequence[str],
+    top: str,
+    filters: str,
+    cmap: str | Colormap,
+    low_threshold: float,
+) -> bytes:
+    """The report's HTML, encoded, with its pictures drawn by ``pictures``."""
     sections = [
         _image_section(
             batch,
@@ -819,7 +892,7 @@ def write_html_report(
     ]
     escape = html.escape
     legend = "bold rows: predicted positive (probability &ge; threshold)"
-    if per_image is not None:
+    if with_boxes:
         legend += (
             " · cyan: ground-truth box (on the input: every finding's) · white cross: the map's"
             " peak (pointing game)"
@@ -840,18 +913,13 @@ def write_html_report(
 <h1>{escape(title)}</h1>
 <p class="meta">{len(slots)} image{"s" if len(slots) != 1 else ""} · \
 {escape("; ".join(methods))} · chexviz {escape(__version__)}</p>
-{_top_html(notes, verdict, labels, batches[0].thresholds.numpy(), marks)}
-{_summaries_html(summaries, marks)}
+{top}
 <p class="scale">heatmap, normalised per class: low <span class="bar" \
 style="background: {_gradient_css(cmap)}"></span> high · {legend}</p>
-{_filters_html(labels, key is not None)}
+{filters}
 {chr(10).join(sections)}
 <script>{_FILTER_SCRIPT}</script>
 </body>
 </html>
 """
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    write_bytes_atomic(target, document.encode("utf-8"))
-    logger.info("wrote HTML report of %d images to %s", len(slots), target)
-    return target
+    return document.encode("utf-8")
