@@ -44,7 +44,7 @@ from chexviz.data.chexlocalize import (
     chexlocalize_name,
     read_chexlocalize,
 )
-from chexviz.evaluate.chexlocalize._inputs import _is_empty, _mask_of
+from chexviz.evaluate.chexlocalize._inputs import is_empty, mask_of
 from chexviz.evaluate.chexlocalize.scoring import CheXlocalizeScores, GroundTruth
 
 __all__ = ["FEATURES", "feature_correlations", "geometric_features", "shape_features"]
@@ -126,15 +126,16 @@ def geometric_features(
     for cxr in sorted(ground_truth):
         masks = ground_truth[cxr]
         for label in _labels(masks):
-            if _is_empty(ground_truth, cxr, label):
+            if is_empty(ground_truth, cxr, label):
                 continue
-            features = shape_features(np.asarray(_mask_of(masks, label)))
+            features = shape_features(np.asarray(mask_of(masks, label)))
             if annotations is not None:
                 if cxr not in annotations:
                     raise ValueError(f"{annotations.path}: no CXR {cxr!r} of the ground truth")
                 features["instances"] = float(len(annotations.polygons(cxr, label)))
             rows.append({"cxr_id": cxr, "label": label, **features})
-    return pd.DataFrame(rows, columns=["cxr_id", "label", *FEATURES])
+    table: pd.DataFrame = pd.DataFrame(rows, columns=["cxr_id", "label", *FEATURES])
+    return table
 
 
 def _labels(masks: Mapping[str, Any]) -> list[str]:
@@ -155,7 +156,9 @@ def _per_image(scores: pd.DataFrame | CheXlocalizeScores, what: str) -> pd.DataF
     if duplicated.any():
         first = table.loc[duplicated, ["cxr_id", "label"]].iloc[0].tolist()
         raise ValueError(f"{what} scores CXR {first[0]!r}, {first[1]!r} twice")
-    return table.set_index(["cxr_id", "label"])[list(_OUTCOMES)].astype("float64")
+    indexed: pd.DataFrame = table.set_index(["cxr_id", "label"])[list(_OUTCOMES)]
+    typed: pd.DataFrame = indexed.astype("float64")
+    return typed
 
 
 def _spearman(x: np.ndarray, y: np.ndarray) -> dict[str, float]:
@@ -247,5 +250,5 @@ def feature_correlations(
                         **_spearman(values[feature], y),
                     }
                 )
-    table = pd.DataFrame(rows)
-    return table.astype({"n": "int64"})
+    correlations: pd.DataFrame = pd.DataFrame(rows).astype({"n": "int64"})
+    return correlations

@@ -34,7 +34,7 @@ from chexviz.data.chexlocalize import (
     read_chexlocalize,
     read_salient_points,
 )
-from chexviz.evaluate.chexlocalize._inputs import Pair, _is_empty, _mask_of, _size_of
+from chexviz.evaluate.chexlocalize._inputs import Pair, is_empty, mask_of, size_of
 from chexviz.evaluate.chexlocalize._pixels import mask_iou
 from chexviz.evaluate.chexlocalize.scoring import GroundTruth
 
@@ -72,10 +72,11 @@ def _as_nested(source: Segmentations, what: str) -> tuple[Mapping[str, Mapping[s
     keys = list(source)
     if keys and all(isinstance(key, tuple) for key in keys):
         nested: dict[str, dict[str, Any]] = {}
+        keyed: Mapping[Any, Any] = source
         for key in keys:
             if len(key) != 2 or not all(isinstance(k, str) for k in key):
                 raise TypeError(f"{what} must be keyed by (cxr_id, label), got key {key!r}")
-            nested.setdefault(key[0], {})[key[1]] = source[key]
+            nested.setdefault(key[0], {})[key[1]] = keyed[key]
         return nested, what
     if not all(isinstance(key, str) for key in keys):
         raise TypeError(f"{what} must be keyed by CXR id or by (cxr_id, label)")
@@ -98,12 +99,12 @@ def _predicted(
     masks: Mapping[str, Any], cxr: str, label: str, size: tuple[int, int], where: str
 ) -> npt.NDArray[np.bool_]:
     """A predicted mask checked against its CXR's size; all zero when the label is absent."""
-    mask = _mask_of(masks, label)
+    mask = mask_of(masks, label)
     if mask is None:
         return np.zeros(size, dtype=np.bool_)
     if isinstance(mask, torch.Tensor):
         mask = mask.detach().cpu().numpy()
-    array = np.asarray(mask) != 0
+    array: npt.NDArray[np.bool_] = np.asarray(mask) != 0
     if array.shape != size:
         raise ValueError(
             f"{where}: CXR {cxr!r}, {label!r}: the mask has shape {array.shape} but the ground "
@@ -115,7 +116,7 @@ def _predicted(
 def _truth(ground_truth: GroundTruth, pair: Pair) -> npt.NDArray[np.bool_]:
     if pair.empty:
         return np.zeros(pair.size, dtype=np.bool_)
-    return np.asarray(_mask_of(ground_truth[pair.cxr], pair.label), dtype=np.bool_)
+    return np.asarray(mask_of(ground_truth[pair.cxr], pair.label), dtype=np.bool_)
 
 
 def score_human_benchmark(
@@ -194,9 +195,9 @@ def score_human_benchmark(
     rows: list[dict[str, Any]] = []
     unpointed = 0
     for cxr in cxrs:
-        size = _size_of(ground_truth, cxr)
+        size = size_of(ground_truth, cxr)
         for label in scored:
-            pair = Pair(cxr, label, size, _is_empty(ground_truth, cxr, label))
+            pair = Pair(cxr, label, size, is_empty(ground_truth, cxr, label))
             row: dict[str, Any] = {
                 "cxr_id": cxr,
                 "label": label,
@@ -227,9 +228,10 @@ def score_human_benchmark(
             unpointed,
         )
     columns = ["cxr_id", "label", "gt_pixels", "pred_pixels", "iou", "hit"]
-    return pd.DataFrame(rows, columns=columns).astype(
+    table: pd.DataFrame = pd.DataFrame(rows, columns=columns).astype(
         {"gt_pixels": "int64", "pred_pixels": "Int64", "iou": "float64", "hit": "float64"}
     )
+    return table
 
 
 def _points(
@@ -334,20 +336,22 @@ def precision_sensitivity_specificity(
     scored = _labels_of(labels)
     counts = np.zeros((len(scored), 4), dtype=np.int64)  # tp, fp, tn, fn
     for cxr in cxrs:
-        size = _size_of(ground_truth, cxr)
+        size = size_of(ground_truth, cxr)
         for row, label in enumerate(scored):
-            pair = Pair(cxr, label, size, _is_empty(ground_truth, cxr, label))
+            pair = Pair(cxr, label, size, is_empty(ground_truth, cxr, label))
             truth = _truth(ground_truth, pair)
             mask = _predicted(predicted[cxr], cxr, label, size, name)
             tp = int(np.count_nonzero(mask & truth))
             positives, found = int(np.count_nonzero(mask)), int(np.count_nonzero(truth))
             counts[row] += (tp, positives - tp, truth.size - positives - found + tp, found - tp)
-    table = pd.DataFrame(counts, columns=["tp", "fp", "tn", "fn"], index=pd.Index(scored))
+    table: pd.DataFrame = pd.DataFrame(
+        counts, columns=["tp", "fp", "tn", "fn"], index=pd.Index(scored)
+    )
     table.index.name = "label"
     table.insert(0, "cxrs", len(cxrs))
-    tp, fp, tn, fn = (table[c].to_numpy(dtype=np.float64) for c in ("tp", "fp", "tn", "fn"))
+    true_pos, false_pos, true_neg, false_neg = counts.astype(np.float64).T
     with np.errstate(invalid="ignore", divide="ignore"):
-        table["precision"] = tp / (tp + fp)
-        table["sensitivity"] = tp / (tp + fn)
-        table["specificity"] = tn / (tn + fp)
+        table["precision"] = true_pos / (true_pos + false_pos)
+        table["sensitivity"] = true_pos / (true_pos + false_neg)
+        table["specificity"] = true_neg / (true_neg + false_pos)
     return table
