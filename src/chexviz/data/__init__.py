@@ -10,7 +10,9 @@ from chexviz.data.chexlocalize import (
     LOCALIZATION_LABELS,
     CheXlocalizeGroundTruth,
     read_chexlocalize,
+    read_salient_points,
     write_chexlocalize,
+    write_salient_points,
 )
 from chexviz.data.dataset import ChestXrayDataset, CheXpertDataset
 from chexviz.data.dicom import read_dicom
@@ -55,8 +57,10 @@ __all__ = [
     "read_chexlocalize",
     "read_dicom",
     "read_nih_boxes",
+    "read_salient_points",
     "scale_boxes",
     "split_by_patient",
     "to_tensor",
     "write_chexlocalize",
+    "write_salient_points",
 ]

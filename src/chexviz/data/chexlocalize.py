@@ -18,6 +18,18 @@ by [`read_chexlocalize`][chexviz.data.chexlocalize.read_chexlocalize]:
   outline included, at the original size, exactly as the reference
   ``annotation_to_segmentation.py`` draws them (PIL ``ImageDraw.polygon``).
 
+The human benchmark (a second group of radiologists on the test set) comes in the same two
+formats (``hb_segmentations_test.json``, ``hb_annotations_test.json``) and a third:
+
+- **salient points** (``hb_salient_pt_test.json``), read by
+  [`read_salient_points`][chexviz.data.chexlocalize.read_salient_points]::
+
+      {cxr_id: {pathology: [[x, y], ...]}}
+
+  each radiologist's most representative point(s) of a finding, in pixel coordinates of the
+  original image; the reference ``eval.py`` (``get_hb_hitrates``) looks them up as
+  ``gt_mask[int(y), int(x)]``.
+
 A CXR id such as ``patient64541_study1_view1_frontal`` names the image
 ``valid/patient64541/study1/view1_frontal.jpg`` (or ``test/...``) of the full-resolution
 release, and masks are at that image's **original** size. Pathologies are named as in
@@ -65,7 +77,9 @@ __all__ = [
     "mask_to_polygons",
     "polygons_to_mask",
     "read_chexlocalize",
+    "read_salient_points",
     "write_chexlocalize",
+    "write_salient_points",
 ]
 
 LOCALIZATION_LABELS: tuple[str, ...] = (
@@ -108,6 +122,10 @@ _MAX_COORDINATE = float(2**24)
 _CXR_PATH = re.compile(r"(patient[^/]+)/(study[^/]+)/([^/]+?)(?:\.[A-Za-z0-9]+)?$")
 
 Mask = npt.NDArray[np.bool_]
+
+# The reference's file lists a handful of points per finding (one per radiologist); a file
+# claiming more is not a salient-point file, and must not make the reader build huge lists.
+_MAX_POINTS = 1_000
 
 logger = logging.getLogger(__name__)
 
@@ -362,6 +380,21 @@ class CheXlocalizeGroundTruth(Mapping[str, Mapping[str, Mask]]):
             return _decode(entry)
         return polygons_to_mask(entry, size, where)
 
+    def polygons(self, cxr: str, label: str) -> list[Polygon]:
+        """The radiologists' polygons of a CXR's pathology, from an annotations file.
+
+        The reference ``compute_pathology_features.py`` counts a finding's instances as its
+        polygons (two overlapping polygons are two instances, though their mask is one piece).
+
+        Raises:
+            KeyError: Unknown CXR id.
+            ValueError: Unknown pathology, or the file holds segmentations, not polygons.
+        """
+        if self.format != "annotations":
+            raise ValueError(f"{self.path}: a {self.format} file has no polygons")
+        entry = self._entry(cxr, label)
+        return [] if entry is None else [[list(v) for v in polygon] for polygon in entry]
+
     def _entry(self, cxr: str, label: str) -> Any:
         if cxr not in self._entries:
             raise KeyError(f"{self.path}: no CXR {cxr!r}")
@@ -417,23 +450,7 @@ def read_chexlocalize(path: str | os.PathLike[str]) -> CheXlocalizeGroundTruth:
             field.
     """
     path = Path(path)
-    try:
-        text = path.read_bytes()
-    except FileNotFoundError:
-        raise FileNotFoundError(2, "CheXlocalize ground-truth file not found", str(path)) from None
-    try:
-        data = json.loads(text, object_pairs_hook=_unique_keys)
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ValueError(f"{path}: not a JSON file ({error})") from None
-    except _DuplicateKeyError as error:
-        raise ValueError(f"{path}: {error}") from None
-    except RecursionError:
-        raise ValueError(f"{path}: JSON nested too deeply") from None
-    if not isinstance(data, dict) or not data:
-        raise ValueError(
-            f"{path}: expected a non-empty JSON object {{cxr_id: {{pathology: ...}}}}, got "
-            f"{type(data).__name__ if not isinstance(data, dict) else 'an empty object'}"
-        )
+    data = _load_json(path, "CheXlocalize ground-truth file")
     format = _detect_format(path, data)
     sizes: dict[str, tuple[int, int]] = {}
     entries: dict[str, dict[str, Any]] = {}
@@ -527,8 +544,130 @@ def write_chexlocalize(
     return write_bytes_atomic(Path(path), json.dumps(out).encode("ascii"))
 
 
+def read_salient_points(
+    path: str | os.PathLike[str],
+) -> dict[str, dict[str, tuple[tuple[float, float], ...]]]:
+    """Reads a CheXlocalize salient-point file such as the human benchmark's.
+
+    The format is the reference's ``hb_salient_pt_test.json``: ``{cxr_id: {pathology:
+    [[x, y], ...]}}``, a list of the most representative points of each finding (an
+    ``"img_size": [h, w]`` entry, as in the annotation files, is accepted and checked). The
+    whole file is checked as it is read, like
+    [`read_chexlocalize`][chexviz.data.chexlocalize.read_chexlocalize]: UTF-8 JSON, no key
+    twice, known pathologies under either spelling (not both), points of two finite numbers
+    within +-2**24 pixels, at most 1,000 points per finding, an ``img_size`` of two positive
+    integers. Whether a point lies on its image is checked against the ground truth when
+    scoring
+    ([`score_human_benchmark`][chexviz.evaluate.chexlocalize.human.score_human_benchmark]).
+
+    Args:
+        path: The JSON file.
+
+    Returns:
+        ``{cxr_id: {label: ((x, y), ...)}}`` with CheXpert label names, in the file's order.
+
+    Raises:
+        FileNotFoundError: The file does not exist.
+        ValueError: The file is not JSON or has a bad entry; the message names the file, the
+            CXR id and the field.
+    """
+    path = Path(path)
+    data = _load_json(path, "CheXlocalize salient-point file")
+    points: dict[str, dict[str, tuple[tuple[float, float], ...]]] = {}
+    for cxr, value in data.items():
+        where = f"{path}: CXR {cxr!r}"
+        if not cxr.strip():
+            raise ValueError(f"{path}: an empty CXR id")
+        if not isinstance(value, dict):
+            raise ValueError(f"{where}: expected an object of pathologies, got {_kind(value)}")
+        if _SIZE_KEY in value:
+            _check_size(value[_SIZE_KEY], f"{where}, {_SIZE_KEY!r}")
+        others = {name: entry for name, entry in value.items() if name != _SIZE_KEY}
+        points[cxr] = {}
+        for label, name, listed in _labelled(others, where):
+            field = f"{where}, {name!r}"
+            if not isinstance(listed, list):
+                raise ValueError(f"{field}: expected a list of points [x, y], got {_kind(listed)}")
+            if len(listed) > _MAX_POINTS:
+                raise ValueError(f"{field}: {len(listed)} points, more than {_MAX_POINTS}")
+            points[cxr][label] = tuple(
+                _check_point(point, f"{field}, point {index}") for index, point in enumerate(listed)
+            )
+    return points
+
+
+def write_salient_points(
+    path: str | os.PathLike[str],
+    points: Mapping[str, Mapping[str, Iterable[tuple[float, float]]]],
+) -> Path:
+    """Writes salient points in the reference's ``hb_salient_pt_*.json`` format.
+
+    Args:
+        path: The JSON file to write (atomically).
+        points: CXR id -> label (either spelling) -> ``(x, y)`` points; written with
+            CheXlocalize's pathology names, CXRs and pathologies in the order given.
+
+    Returns:
+        ``path``.
+
+    Raises:
+        ValueError: An unknown or repeated pathology, or a point that is not two finite
+            numbers.
+    """
+    out: dict[str, dict[str, list[list[float]]]] = {}
+    for cxr, labelled in points.items():
+        entry: dict[str, list[list[float]]] = {}
+        for label, listed in labelled.items():
+            name = chexlocalize_name(label)
+            if name in entry:
+                raise ValueError(f"CXR {cxr!r}: {label!r} is given twice (under both spellings)")
+            where = f"CXR {cxr!r}, {name!r}"
+            entry[name] = [
+                list(_check_point(list(point), f"{where}, point {index}"))
+                for index, point in enumerate(listed)
+            ]
+        out[cxr] = entry
+    return write_bytes_atomic(Path(path), json.dumps(out).encode("ascii"))
+
+
 # ----------------------------------------------------------------------------------------------
 # Checks
+
+
+def _load_json(path: Path, what: str) -> dict[str, Any]:
+    """A non-empty JSON object read strictly (no key twice), errors naming ``path``."""
+    try:
+        text = path.read_bytes()
+    except FileNotFoundError:
+        raise FileNotFoundError(2, f"{what} not found", str(path)) from None
+    try:
+        data = json.loads(text, object_pairs_hook=_unique_keys)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path}: not a JSON file ({error})") from None
+    except _DuplicateKeyError as error:
+        raise ValueError(f"{path}: {error}") from None
+    except RecursionError:
+        raise ValueError(f"{path}: JSON nested too deeply") from None
+    if not isinstance(data, dict) or not data:
+        raise ValueError(
+            f"{path}: expected a non-empty JSON object {{cxr_id: {{pathology: ...}}}}, got "
+            f"{type(data).__name__ if not isinstance(data, dict) else 'an empty object'}"
+        )
+    return data
+
+
+def _check_point(point: object, where: str) -> tuple[float, float]:
+    if (
+        not isinstance(point, list | tuple)
+        or len(point) != 2
+        or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in point)
+        or not all(math.isfinite(v) and abs(v) <= _MAX_COORDINATE for v in point)
+    ):
+        raise ValueError(
+            f"{where}: expected [x, y], two finite numbers within +-{_MAX_COORDINATE:g}, "
+            f"got {point!r}"
+        )
+    return float(point[0]), float(point[1])
 
 
 class _DuplicateKeyError(ValueError):

@@ -11,6 +11,8 @@ root/CheXpert-v1.0-small/
     train_boxes.csv, valid_boxes.csv     # Path,label,x0,y0,x1,y1,width,height
     gt_segmentations_val.json            # CheXlocalize ground truth of valid/: RLE masks
     gt_annotations_val.json              # ... and the same as polygons
+    hb_segmentations_val.json            # a human benchmark: a second reader's RLE masks
+    hb_salient_pt_val.json               # ... and its most representative points
     chexviz_synthetic.json               # the manifest: arguments and generator version
 ```
 
@@ -20,7 +22,10 @@ labelled positive (``1.0``) shows a visible sign in its anatomical place, and th
 box is written to the box file. The validation images with a sign also get CheXlocalize-format
 ground truth (see `chexviz.data.chexlocalize`): the pixels of each drawn sign, as polygons
 (their outer contours) and as the RLE masks those polygons fill, so the two files agree pixel
-for pixel. Uncertain (``-1.0``), negative and blank labels get no sign, so
+for pixel. A simulated second reader annotates the same images as CheXlocalize's human
+benchmark (``hb_segmentations_*.json``, ``hb_salient_pt_*.json``): each finding shifted by a
+few pixels and dilated or eroded, small findings sometimes missed, and one point of its mask
+marked as the most representative. Uncertain (``-1.0``), negative and blank labels get no sign, so
 the uncertain cells are really negative images; lateral views never carry signs or boxes.
 Labels follow the frequencies of the real ``train.csv`` (`LABEL_FREQUENCIES`).
 """
@@ -40,6 +45,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import cv2
 import numpy as np
 from PIL import Image
 from tqdm import tqdm
@@ -56,6 +62,7 @@ from chexviz.data.chexlocalize import (
     mask_to_polygons,
     polygons_to_mask,
     write_chexlocalize,
+    write_salient_points,
 )
 from chexviz.data.labels import CHEXPERT_LABELS
 
@@ -105,7 +112,7 @@ _FOLDER = "CheXpert-v1.0-small"
 _HEADER = ("Path", "Sex", "Age", "Frontal/Lateral", "AP/PA", *CHEXPERT_LABELS)
 _CELLS = ("1.0", "-1.0", "0.0", "")
 _GENERATOR = "chexviz.synthetic"  # a stable identity written in manifests, not a module path
-_GENERATOR_VERSION = 3  # bump whenever the output for given arguments changes
+_GENERATOR_VERSION = 4  # bump whenever the output for given arguments changes
 _SPLITS = {"train": 0, "valid": 1}
 _MAX_PATIENTS = 99_999  # patient ids have five digits, as in the release
 _FEMALE = 90_777 / 223_413
@@ -117,6 +124,13 @@ _TRUTH_FILES: dict[CheXlocalizeFormat, str] = {
     "segmentations": "gt_segmentations_val.json",
     "annotations": "gt_annotations_val.json",
 }
+# The reference's human-benchmark names (hb_*_test.json), for the split that has ground truth.
+_HUMAN_FILES = ("hb_segmentations_val.json", "hb_salient_pt_val.json")
+_HUMAN_STREAM = 2  # the second reader's random stream, apart from the splits' 0 and 1
+_HUMAN_SHIFT = 4  # pixels the second reader's outline moves at most, in x and in y
+_HUMAN_RADIUS = (1, 5)  # pixels it grows or shrinks by (the upper bound excluded)
+_HUMAN_SMALL = 0.01  # a finding below this fraction of the image ...
+_HUMAN_MISS = 0.3  # ... is missed this often
 
 
 class _Task(NamedTuple):
@@ -310,7 +324,9 @@ def _is_complete(folder: Path, manifest: Mapping[str, Any]) -> bool:
     localized = counts.get("valid_localized")
     if localized is None:
         return False
-    return localized == 0 or all((folder / name).is_file() for name in _TRUTH_FILES.values())
+    return localized == 0 or all(
+        (folder / name).is_file() for name in (*_TRUTH_FILES.values(), *_HUMAN_FILES)
+    )
 
 
 def _write_json(path: Path, data: Mapping[str, Any]) -> None:
@@ -389,7 +405,63 @@ def _generate(
                 for cxr, size, drawn in truths
             )
             write_chexlocalize(folder / name, masks, format=format)
+        _write_human_benchmark(folder, seed, truths)
     return counts
+
+
+def _write_human_benchmark(
+    folder: Path, seed: int, truths: list[tuple[str, tuple[int, int], dict[str, list[Polygon]]]]
+) -> None:
+    """A second reader's segmentations and salient points of every localised CXR.
+
+    Each CXR draws from its own generator (``[seed, 2, its index]``), so the files depend on
+    ``seed`` alone and the streams of the images, labels and ground truth are untouched.
+    """
+    points: dict[str, dict[str, list[tuple[int, int]]]] = {}
+
+    def second_reader() -> Iterator[tuple[str, dict[str, np.ndarray]]]:
+        for index, (cxr, size, drawn) in enumerate(truths):
+            rng = np.random.default_rng([seed, _HUMAN_STREAM, index])
+            masks: dict[str, np.ndarray] = {}
+            points[cxr] = {}
+            for label, polygons in drawn.items():
+                mask = _second_reading(polygons_to_mask(polygons, size), rng)
+                masks[label] = mask
+                rows, columns = np.nonzero(mask)
+                if len(rows):
+                    pick = int(rng.integers(len(rows)))
+                    points[cxr][label] = [(int(columns[pick]), int(rows[pick]))]
+            yield cxr, masks
+
+    write_chexlocalize(folder / _HUMAN_FILES[0], second_reader())
+    write_salient_points(folder / _HUMAN_FILES[1], points)
+
+
+def _second_reading(mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One finding as another radiologist would outline it: moved, grown or shrunk, or missed.
+
+    Every draw is made whatever the outcome, so each finding takes the same count of numbers
+    from ``rng``.
+    """
+    dx, dy = (int(v) for v in rng.integers(-_HUMAN_SHIFT, _HUMAN_SHIFT + 1, size=2))
+    radius = int(rng.integers(*_HUMAN_RADIUS))
+    grow = bool(rng.random() < 0.5)
+    miss = bool(rng.random() < _HUMAN_MISS)
+    if miss and np.count_nonzero(mask) < _HUMAN_SMALL * mask.size:
+        return np.zeros_like(mask)
+    height, width = mask.shape
+    moved = cv2.warpAffine(
+        mask.astype(np.uint8),
+        np.array([[1.0, 0.0, dx], [0.0, 1.0, dy]]),
+        (width, height),
+        flags=cv2.INTER_NEAREST,
+        borderValue=0,
+    )
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+    changed = (cv2.dilate if grow else cv2.erode)(moved, kernel)
+    if not changed.any():  # eroded away: the reader still outlines what is there
+        changed = moved
+    return changed.astype(np.bool_)
 
 
 def _run(tasks: list[_Task], workers: int) -> Iterator[_Result]:

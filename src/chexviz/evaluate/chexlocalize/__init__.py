@@ -37,6 +37,10 @@ One module per concern:
 * [`scoring`][chexviz.evaluate.chexlocalize.scoring]: IoU, hit, baselines and the bootstrap;
 * [`tuning`][chexviz.evaluate.chexlocalize.tuning]: thresholds and cutoffs in one pass;
 * [`files`][chexviz.evaluate.chexlocalize.files]: tuned values read back, plots, overlays;
+* [`human`][chexviz.evaluate.chexlocalize.human]: the human benchmark, pixel precision,
+  sensitivity and specificity;
+* [`geometry`][chexviz.evaluate.chexlocalize.geometry]: the findings' geometric features and
+  their correlation with the scores;
 * [`pipeline`][chexviz.evaluate.chexlocalize.pipeline]: all of it on a data set.
 """
 
@@ -44,6 +48,15 @@ from chexviz.evaluate.chexlocalize.files import (
     ground_truth_overlay,
     plot_chexlocalize,
     read_tuning_csv,
+)
+from chexviz.evaluate.chexlocalize.geometry import (
+    feature_correlations,
+    geometric_features,
+    shape_features,
+)
+from chexviz.evaluate.chexlocalize.human import (
+    precision_sensitivity_specificity,
+    score_human_benchmark,
 )
 from chexviz.evaluate.chexlocalize.pipeline import run_chexlocalize
 from chexviz.evaluate.chexlocalize.scoring import (
@@ -66,11 +79,16 @@ __all__ = [
     "CheXlocalizeTuning",
     "GroundTruth",
     "HeatmapLike",
+    "feature_correlations",
+    "geometric_features",
     "ground_truth_overlay",
     "plot_chexlocalize",
+    "precision_sensitivity_specificity",
     "read_tuning_csv",
     "run_chexlocalize",
     "score_chexlocalize",
+    "score_human_benchmark",
     "segment_heatmap",
+    "shape_features",
     "tune_chexlocalize",
 ]

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from chexviz.evaluate.chexlocalize.scoring import GroundTruth
     from chexviz.evaluate.chexlocalize.segmentation import HeatmapLike
 
-__all__ = ["Inputs", "Pair", "probability_of"]
+__all__ = ["Inputs", "Pair", "is_empty", "mask_of", "probability_of", "size_of"]
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ class Inputs:
         extra = sorted({cxr for cxr, _ in self.keys} - set(ground_truth))
         self.sizes: dict[str, tuple[int, int]] = {}
         for cxr in known:
-            self.sizes[cxr] = _size_of(ground_truth, cxr)
+            self.sizes[cxr] = size_of(ground_truth, cxr)
         if full_set and extra:
             missing = [cxr for cxr in extra if sizes is None or cxr not in sizes]
             if missing:
@@ -90,7 +90,7 @@ class Inputs:
         """One pair per scored pathology of a CXR."""
         known = cxr in self.known
         for label in self.labels:
-            empty = not known or _is_empty(self.ground_truth, cxr, label)
+            empty = not known or is_empty(self.ground_truth, cxr, label)
             yield Pair(cxr, label, self.sizes[cxr], empty)
 
     def heatmap(self, pair: Pair) -> torch.Tensor:
@@ -105,7 +105,7 @@ class Inputs:
     def truth(self, pair: Pair) -> Mask | None:
         if pair.empty:
             return None
-        mask = np.asarray(_mask_of(self.ground_truth[pair.cxr], pair.label), dtype=np.bool_)
+        mask = np.asarray(mask_of(self.ground_truth[pair.cxr], pair.label), dtype=np.bool_)
         if mask.shape != pair.size:
             raise ValueError(
                 f"ground truth of CXR {pair.cxr!r}, {pair.label!r} has shape {mask.shape}, "
@@ -114,7 +114,7 @@ class Inputs:
         return mask
 
 
-def _size_of(ground_truth: GroundTruth, cxr: str) -> tuple[int, int]:
+def size_of(ground_truth: GroundTruth, cxr: str) -> tuple[int, int]:
     size = getattr(ground_truth, "size", None)
     if callable(size):
         return check_size(size(cxr))
@@ -125,15 +125,15 @@ def _size_of(ground_truth: GroundTruth, cxr: str) -> tuple[int, int]:
     return check_size(next(iter(shapes)))
 
 
-def _is_empty(ground_truth: GroundTruth, cxr: str, label: str) -> bool:
+def is_empty(ground_truth: GroundTruth, cxr: str, label: str) -> bool:
     is_empty = getattr(ground_truth, "is_empty", None)
     if callable(is_empty):
         return bool(is_empty(cxr, label))
-    mask = _mask_of(ground_truth[cxr], label)
+    mask = mask_of(ground_truth[cxr], label)
     return mask is None or not bool(np.any(mask))
 
 
-def _mask_of(masks: Mapping[str, npt.ArrayLike], label: str) -> npt.ArrayLike | None:
+def mask_of(masks: Mapping[str, npt.ArrayLike], label: str) -> npt.ArrayLike | None:
     """A CXR's mask of ``label`` under either spelling ("Lung Opacity" is "Airspace Opacity")."""
     listed = set(masks)  # the keys given, not every spelling a mapping resolves
     names = [name for name in dict.fromkeys((label, chexlocalize_name(label))) if name in listed]
