@@ -455,12 +455,7 @@ def read_chexlocalize(path: str | os.PathLike[str]) -> CheXlocalizeGroundTruth:
     sizes: dict[str, tuple[int, int]] = {}
     entries: dict[str, dict[str, Any]] = {}
     clipped: list[str] = []
-    for cxr, value in data.items():
-        where = f"{path}: CXR {cxr!r}"
-        if not cxr.strip():
-            raise ValueError(f"{path}: an empty CXR id")
-        if not isinstance(value, dict):
-            raise ValueError(f"{where}: expected an object of pathologies, got {_kind(value)}")
+    for cxr, value, where in _cxr_entries(data, path):
         if format == "segmentations":
             sizes[cxr], entries[cxr] = _read_segmentations(value, where)
         else:
@@ -574,12 +569,7 @@ def read_salient_points(
     path = Path(path)
     data = _load_json(path, "CheXlocalize salient-point file")
     points: dict[str, dict[str, tuple[tuple[float, float], ...]]] = {}
-    for cxr, value in data.items():
-        where = f"{path}: CXR {cxr!r}"
-        if not cxr.strip():
-            raise ValueError(f"{path}: an empty CXR id")
-        if not isinstance(value, dict):
-            raise ValueError(f"{where}: expected an object of pathologies, got {_kind(value)}")
+    for cxr, value, where in _cxr_entries(data, path):
         if _SIZE_KEY in value:
             _check_size(value[_SIZE_KEY], f"{where}, {_SIZE_KEY!r}")
         others = {name: entry for name, entry in value.items() if name != _SIZE_KEY}
@@ -682,6 +672,17 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
             raise _DuplicateKeyError(f"key {key!r} appears twice in one object")
         out[key] = value
     return out
+
+
+def _cxr_entries(data: Mapping[str, Any], path: Path) -> Iterator[tuple[str, dict[str, Any], str]]:
+    """Each CXR of a CheXlocalize JSON file with its object and the place to name in errors."""
+    for cxr, value in data.items():
+        where = f"{path}: CXR {cxr!r}"
+        if not cxr.strip():
+            raise ValueError(f"{path}: an empty CXR id")
+        if not isinstance(value, dict):
+            raise ValueError(f"{where}: expected an object of pathologies, got {_kind(value)}")
+        yield cxr, value, where
 
 
 def _kind(value: object) -> str:
