@@ -15,12 +15,13 @@ between the bars on a terminal and timestamped elsewhere. ``--quiet`` drops all 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import logging
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -81,7 +82,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.debug else logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
-    _show_progress_lines(args)
     if args.quiet:
         args.progress = False
     elif os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 speaks for all
@@ -92,7 +92,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             flush=True,
         )
     try:
-        args.run(args)
+        with _progress_lines(args.command, shown=not args.quiet):
+            args.run(args)
     except KeyboardInterrupt:
         print("chexviz: interrupted", file=sys.stderr)
         return 130
@@ -136,20 +137,27 @@ class _ProgressLines(logging.Handler):
             self.handleError(record)
 
 
-def _show_progress_lines(args: argparse.Namespace) -> None:
-    """Routes ``chexviz.progress`` to standard error, unless ``--quiet``.
+@contextlib.contextmanager
+def _progress_lines(command: str, *, shown: bool) -> Iterator[None]:
+    """Prints the ``chexviz.progress`` lines on standard error while the command runs.
 
-    It replaces the route an earlier ``main`` call in this process set.
+    Hidden (``shown=False``, for ``--quiet``) they are dropped, even with ``--verbose``. The
+    logger is left as it was found, for the next caller in this process.
     """
     progress = logging.getLogger(PROGRESS_LOGGER)
-    for handler in [h for h in progress.handlers if isinstance(h, _ProgressLines)]:
-        progress.removeHandler(handler)
+    before = progress.level, progress.propagate
+    handler = _ProgressLines(command)
+    if shown:
+        progress.addHandler(handler)
     # Not passed on to the root logger: with --verbose its handler would print each line twice.
-    progress.propagate = args.quiet
-    if args.quiet:
-        return
-    progress.setLevel(logging.INFO)
-    progress.addHandler(_ProgressLines(args.command))
+    progress.propagate = False
+    progress.setLevel(logging.INFO if shown else logging.WARNING)
+    try:
+        yield
+    finally:
+        progress.removeHandler(handler)
+        progress.setLevel(before[0])
+        progress.propagate = before[1]
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -262,9 +270,11 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--uncertainty",
         type=_uncertainty,
-        default="zeros",
+        # None, not "zeros": argparse would parse a text default, importing the labels (and
+        # torch) for every run, before the starting line.
+        default=None,
         help="what uncertain (-1) labels become for training: zeros, ones, ignore, or per "
-        "label such as 'Atelectasis=ones,Edema=ones' (zeros elsewhere)",
+        "label such as 'Atelectasis=ones,Edema=ones' (zeros elsewhere) (default: zeros)",
     )
     train.add_argument(
         "--image-size", type=int, default=128, help="side of the square model input, in pixels"
@@ -536,7 +546,7 @@ def _run_train(args: argparse.Namespace) -> None:
             csv,
             image_size=args.image_size,
             in_channels=args.in_channels,
-            uncertainty=args.uncertainty,
+            uncertainty=args.uncertainty or "zeros",
             cache_dir=args.cache_dir,
             progress=args.progress,
         )
