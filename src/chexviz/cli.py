@@ -39,6 +39,9 @@ if TYPE_CHECKING:
 
 _EXIT_ERROR = 1
 _EXIT_USAGE = 2
+# The commands that run for minutes and so say "starting" at once; the others answer in
+# seconds with their results or a one-line error.
+_LONG_COMMANDS = ("demo", "train")
 
 # The parser's choices and defaults, kept here so that building it imports no torch; each has
 # its home in the library (named beside it) and tests/test_cli.py checks that they agree.
@@ -84,8 +87,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if args.quiet:
         args.progress = False
-    elif os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 speaks for all
-        # Before the command imports torch, which takes seconds on a loaded machine.
+    elif args.command in _LONG_COMMANDS and os.environ.get("RANK", "0") == "0":
+        # Before the command imports torch, which takes seconds on a loaded machine; under
+        # torchrun rank 0 speaks for all.
         print(
             _progress_prefix(args.command) + "starting (importing torch and the models)",
             file=sys.stderr,
