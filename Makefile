@@ -8,12 +8,17 @@ STAMP := $(VENV)/.chexviz-installed
 export OMP_WAIT_POLICY ?= PASSIVE
 # mkdocs-material prints a banner about MkDocs 2 on every build.
 export NO_MKDOCS_2_WARNING ?= 1
+# Where torch and torchvision come from. Empty (the default): what pip picks, which on Linux
+# means the CUDA wheels (several GB). On a machine without a GPU, the CPU-only wheels are a
+# fraction of that: make demo TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+TORCH_INDEX_URL ?=
 
 .PHONY: demo test bench gpu-check clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
+	$(if $(TORCH_INDEX_URL),$(PY) -m pip install --quiet --index-url $(TORCH_INDEX_URL) torch torchvision)
 	$(PY) -m pip install --quiet -e ".[dev,docs,dicom]"
 	$(PY) -m pip install --quiet -e tests/plugin
 	touch $(STAMP)

@@ -29,8 +29,18 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import sys
 import time
 from pathlib import Path
+
+if __name__ == "__main__" and os.environ.get("RANK", "0") == "0":
+    # Said before torch loads, which takes seconds (minutes on a loaded machine).
+    print(
+        f"{time.strftime('%Y-%m-%d %H:%M:%S')} reproduce_study: starting (importing torch)",
+        file=sys.stderr,
+        flush=True,
+    )
 
 import numpy as np
 import pandas as pd

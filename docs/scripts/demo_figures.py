@@ -194,9 +194,11 @@ def _printed(recorded: dict[str, Any]) -> str:
     count = _NUMBERS[len(stages) - 1] if len(stages) <= len(_NUMBERS) else str(len(stages))
     listed = "\n".join(f"{n}. {text}" for n, text in enumerate(stages, start=1))
     return (
-        f"On a terminal it announces its {count} stages (`chexviz demo [2/{len(stages)}] "
-        f"{stages[1]}`) between progress bars; piped into a log or run in CI it prints only its "
-        f"summary. The stages of the recorded run:\n\n{listed}\n\n{_provenance(recorded)} "
+        f"It announces its {count} stages on standard error (`chexviz demo [2/{len(stages)}] "
+        f"{stages[1]}`), and a line per training epoch (loss, validation macro-AUROC, images "
+        "per second, time left): on a terminal between the progress bars, piped into a log or "
+        "run in CI as timestamped lines; `--quiet` hides them. The stages of the recorded "
+        f"run:\n\n{listed}\n\n{_provenance(recorded)} "
         f"It printed:\n\n```text\n"
         f"{format_summary(result, backbone='simple_cnn', epochs=_epochs(recorded))}\n```"
     )

@@ -2,38 +2,57 @@
 
 Every subcommand is a thin user of the library. Errors are reported as one line on standard
 error with a non-zero exit code, never as a traceback (``--debug`` shows it).
+
+The parser imports no torch, so that ``--help`` and ``--version`` answer at once: each command
+imports what it needs when it runs, and the parser's choices and defaults are constants here
+(``tests/test_cli.py`` checks them against the library's).
+
+Progress goes to standard error: a "starting" line as soon as the arguments are read, then the
+library's progress lines (``chexviz._internal.progress``: stages, epochs, generated patients),
+between the bars on a terminal and timestamped elsewhere. ``--quiet`` drops all of it.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import logging
+import os
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from chexviz._internal.progress import PROGRESS_LOGGER
 from chexviz._version import __version__
-from chexviz.data.labels import (
-    CHEXPERT_LABELS,
-    COMPETITION_LABELS,
-    POLICY_NAMES,
-    UncertaintyPolicy,
-)
-from chexviz.explain.gradcam import METHODS
-from chexviz.models.heads import list_heads
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from chexviz.data.dataset import CheXpertDataset
+    from chexviz.data.labels import UncertaintyPolicy
     from chexviz.models.classifier import MultiLabelClassifier
     from chexviz.training.metrics import EvaluationPolicy, Metrics
     from chexviz.training.trainer import Trainer
 
 _EXIT_ERROR = 1
 _EXIT_USAGE = 2
+# The commands that run for minutes and so say "starting" at once; the others answer in
+# seconds with their results or a one-line error.
+_LONG_COMMANDS = ("demo", "train")
+
+# The parser's choices and defaults, kept here so that building it imports no torch; each has
+# its home in the library (named beside it) and tests/test_cli.py checks that they agree.
+# chexviz.explain.METHODS
+_CAM_METHODS = ("gradcam", "gradcam++", "xgradcam", "hirescam", "layercam")
+_HEADS = ("attention_pool", "linear", "mlp", "study_attention")  # chexviz.models.list_heads()
+_DEMO_BACKBONE = "simple_cnn"  # chexviz.demo.DEFAULT_BACKBONE
+_DEMO_IMAGES = 1800  # chexviz.demo.DEFAULT_IMAGES
+_DEMO_EPOCHS = 20  # chexviz.demo.DEFAULT_EPOCHS
+_DEMO_IMAGE_SIZE = 96  # chexviz.demo.DEFAULT_IMAGE_SIZE
+_DEMO_LR = 1e-3  # chexviz.demo.DEFAULT_LR
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -66,8 +85,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.debug else logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    if args.quiet:
+        args.progress = False
+    elif args.command in _LONG_COMMANDS and os.environ.get("RANK", "0") == "0":
+        # Before the command imports torch, which takes seconds on a loaded machine; under
+        # torchrun rank 0 speaks for all.
+        print(
+            _progress_prefix(args.command) + "starting (importing torch and the models)",
+            file=sys.stderr,
+            flush=True,
+        )
     try:
-        args.run(args)
+        with _progress_lines(args.command, shown=not args.quiet):
+            args.run(args)
     except KeyboardInterrupt:
         print("chexviz: interrupted", file=sys.stderr)
         return 130
@@ -80,9 +110,61 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _parser() -> argparse.ArgumentParser:
-    from chexviz import demo as demo_defaults
+def _progress_prefix(command: str) -> str:
+    """The start of a progress line: the command, after a timestamp unless on a terminal."""
+    stamp = "" if sys.stderr.isatty() else time.strftime("%Y-%m-%d %H:%M:%S ")
+    return f"{stamp}chexviz {command} "
 
+
+class _ProgressLines(logging.Handler):
+    """Prints the library's progress lines on standard error, as the command's own lines.
+
+    On a terminal through ``tqdm.write``, so that they land above the bars and stay after each
+    bar closes; elsewhere one timestamped line each, flushed at once (a pipe or a log shows it
+    when it happens).
+    """
+
+    def __init__(self, command: str) -> None:
+        super().__init__(logging.INFO)
+        self.command = command
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = _progress_prefix(self.command) + record.getMessage()
+            if sys.stderr.isatty():
+                from tqdm.auto import tqdm
+
+                tqdm.write(text, file=sys.stderr)
+            else:
+                print(text, file=sys.stderr, flush=True)
+        except Exception:  # a logging handler must not raise (logging's own rule)
+            self.handleError(record)
+
+
+@contextlib.contextmanager
+def _progress_lines(command: str, *, shown: bool) -> Iterator[None]:
+    """Prints the ``chexviz.progress`` lines on standard error while the command runs.
+
+    Hidden (``shown=False``, for ``--quiet``) they are dropped, even with ``--verbose``. The
+    logger is left as it was found, for the next caller in this process.
+    """
+    progress = logging.getLogger(PROGRESS_LOGGER)
+    before = progress.level, progress.propagate
+    handler = _ProgressLines(command)
+    if shown:
+        progress.addHandler(handler)
+    # Not passed on to the root logger: with --verbose its handler would print each line twice.
+    progress.propagate = False
+    progress.setLevel(logging.INFO if shown else logging.WARNING)
+    try:
+        yield
+    finally:
+        progress.removeHandler(handler)
+        progress.setLevel(before[0])
+        progress.propagate = before[1]
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="chexviz",
         description="Chest X-ray multi-label diagnosis on CheXpert with Grad-CAM explanations.",
@@ -99,7 +181,14 @@ def _parser() -> argparse.ArgumentParser:
         "--no-progress",
         dest="progress",
         action="store_false",
-        help="hide the stage lines and progress bars (they only ever show on a terminal)",
+        help="hide the progress bars (they only ever show on a terminal); the progress lines stay",
+    )
+    common.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="print no progress: no starting, stage or epoch lines, no bars (results, warnings "
+        "and errors still print)",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_command = functools.partial(
@@ -123,31 +212,29 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.add_argument(
         "--backbone",
-        default=demo_defaults.DEFAULT_BACKBONE,
+        default=_DEMO_BACKBONE,
         help="registered backbone to train (chexviz.list_backbones(): simple_cnn, resnet18, "
         "densenet121, vgg16, ...)",
     )
     demo.add_argument(
         "--images",
         type=int,
-        default=demo_defaults.DEFAULT_IMAGES,
+        default=_DEMO_IMAGES,
         help="about this many frontal images, split 70/10/20 by patient",
     )
     demo.add_argument(
         "--epochs",
         type=int,
-        default=demo_defaults.DEFAULT_EPOCHS,
+        default=_DEMO_EPOCHS,
         help="training epochs (the best validation epoch is kept)",
     )
     demo.add_argument(
         "--image-size",
         type=int,
-        default=demo_defaults.DEFAULT_IMAGE_SIZE,
+        default=_DEMO_IMAGE_SIZE,
         help="side of the square model input, in pixels",
     )
-    demo.add_argument(
-        "--lr", type=float, default=demo_defaults.DEFAULT_LR, help="Adam learning rate"
-    )
+    demo.add_argument("--lr", type=float, default=_DEMO_LR, help="Adam learning rate")
     demo.add_argument(
         "--seed", type=int, default=0, help="seed of the data set, the split and training"
     )
@@ -187,9 +274,11 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--uncertainty",
         type=_uncertainty,
-        default="zeros",
+        # None, not "zeros": argparse would parse a text default, importing the labels (and
+        # torch) for every run, before the starting line.
+        default=None,
         help="what uncertain (-1) labels become for training: zeros, ones, ignore, or per "
-        "label such as 'Atelectasis=ones,Edema=ones' (zeros elsewhere)",
+        "label such as 'Atelectasis=ones,Edema=ones' (zeros elsewhere) (default: zeros)",
     )
     train.add_argument(
         "--image-size", type=int, default=128, help="side of the square model input, in pixels"
@@ -203,7 +292,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     train.add_argument(
         "--head",
-        choices=list_heads(),
+        choices=_HEADS,
         default="linear",
         help="classification head: linear (pooling + one layer), mlp (the reference study's "
         "flatten head), study_attention (the study's attention model), attention_pool",
@@ -314,7 +403,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     explain.add_argument(
         "--method",
-        choices=METHODS,
+        choices=_CAM_METHODS,
         default="gradcam",
         help="how gradients become a map (see the explanations guide)",
     )
@@ -369,7 +458,9 @@ def _parser() -> argparse.ArgumentParser:
         help="also write saliency_segmentations.json (for the reference eval.py)",
     )
     localize.add_argument("--overlays", type=int, default=20, help="overlay figures to write")
-    localize.add_argument("--method", choices=METHODS, default="gradcam", help="the CAM method")
+    localize.add_argument(
+        "--method", choices=_CAM_METHODS, default="gradcam", help="the CAM method"
+    )
     localize.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples")
     localize.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     _add_minimum_arguments(localize, "scored cases (X-rays or boxed findings)", None)
@@ -400,6 +491,8 @@ def _add_minimum_arguments(
 
 
 def _uncertainty(text: str) -> UncertaintyPolicy:
+    from chexviz.data.labels import CHEXPERT_LABELS, POLICY_NAMES
+
     if text in POLICY_NAMES:
         return text
     policy: dict[str, str] = {}
@@ -457,7 +550,7 @@ def _run_train(args: argparse.Namespace) -> None:
             csv,
             image_size=args.image_size,
             in_channels=args.in_channels,
-            uncertainty=args.uncertainty,
+            uncertainty=args.uncertainty or "zeros",
             cache_dir=args.cache_dir,
             progress=args.progress,
         )
@@ -590,6 +683,7 @@ def _print_metrics(
     if quiet:
         return tables["metrics.csv"][1]
     from chexviz._internal.cases import DEFAULT_MIN_NEGATIVES, DEFAULT_MIN_POSITIVES
+    from chexviz.data.labels import COMPETITION_LABELS
 
     minimum = (
         DEFAULT_MIN_POSITIVES if min_positives is None else min_positives,

@@ -6,9 +6,10 @@ ground-truth boxes. Every output is a file in ``out_dir``; [`run_demo`][chexviz.
 returns the headline figures, each beside its strongest trivial baseline, and
 [`format_summary`][chexviz.demo.format_summary] lays them out as ``chexviz demo`` prints them.
 
-On a terminal the run says which stage it is in and shows progress bars (generation, caching,
-each training epoch, explanation, localisation); elsewhere (logs, CI) it stays quiet and logs
-the stages at INFO level.
+On a terminal the run shows progress bars (generation, caching, each training epoch,
+explanation, localisation). Its stages, epochs and generated patients are progress lines on the
+``chexviz.progress`` logger (INFO): ``chexviz demo`` shows them on standard error, timestamped
+when that is not a terminal; a library caller sees them when it configures logging.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ import logging
 import math
 import os
 import platform
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
@@ -37,6 +37,7 @@ from chexviz._internal.cases import (
     TOO_FEW,
     enough_cases,
 )
+from chexviz._internal.progress import progress_logger
 from chexviz._version import __version__
 from chexviz.data.boxes import load_boxes, scale_boxes
 from chexviz.data.chexlocalize import read_chexlocalize
@@ -165,10 +166,12 @@ class DemoResult:
 
 
 class _Stages:
-    """Announces the stages: one line each on a terminal (between the bars), else INFO logs."""
+    """Announces the stages, one progress line each (``chexviz.progress``, INFO).
 
-    def __init__(self, progress: bool) -> None:
-        self.visible = progress and sys.stderr.isatty()
+    The command line shows them between the bars on a terminal and timestamped elsewhere.
+    """
+
+    def __init__(self) -> None:
         self.number = 0
         self.announced: list[str] = []
 
@@ -176,10 +179,7 @@ class _Stages:
         self.number += 1
         text = message % args if args else message
         self.announced.append(text)
-        if self.visible:
-            tqdm.write(f"chexviz demo [{self.number}/{_STAGES}] {text}", file=sys.stderr)
-        else:
-            logger.info("stage %d/%d: %s", self.number, _STAGES, text)
+        progress_logger.info("[%d/%d] %s", self.number, _STAGES, text)
 
 
 def default_data_dir() -> Path:
@@ -239,7 +239,8 @@ def run_demo(
         figures: How many study-style figures to save.
         data_dir: Where the synthetic data set and its image cache live (reused across runs);
             defaults to [`default_data_dir`][chexviz.demo.default_data_dir].
-        progress: On a terminal, announce the stages and show progress bars.
+        progress: Show progress bars (only ever on a terminal). The stage and epoch lines
+            are logged either way (see the module's description).
 
     Returns:
         The headline figures and output paths.
@@ -256,7 +257,7 @@ def run_demo(
         if value < minimum:
             raise ValueError(f"{name} must be at least {minimum}, got {value}")
     started = time.perf_counter()
-    stage = _Stages(progress)
+    stage = _Stages()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     data_root = Path(data_dir) if data_dir is not None else default_data_dir()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import logging
 import os
 import re
 from collections import Counter, defaultdict
@@ -16,6 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from chexviz._internal.progress import PROGRESS_LOGGER
 from chexviz.data import _drawing, synthetic
 from chexviz.data.boxes import BOX_COLUMNS, load_boxes, scale_boxes
 from chexviz.data.labels import CHEXPERT_LABELS
@@ -465,3 +467,13 @@ def test_unwritable_root_is_named_even_when_running_as_root(
     monkeypatch.setattr(Path, "mkdir", refuse)
     with pytest.raises(PermissionError, match=re.escape(str(tmp_path / "new"))):
         make_synthetic_chexpert(tmp_path / "new", n_patients=1)
+
+
+def test_generation_logs_its_progress(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # A large set ran for minutes with no output in a pipe; the last patient always gets a line.
+    with caplog.at_level(logging.INFO, logger=PROGRESS_LOGGER):
+        make_synthetic_chexpert(tmp_path, n_patients=4, valid_patients=2, seed=0)
+    lines = [record.getMessage() for record in caplog.records if record.name == PROGRESS_LOGGER]
+    assert lines
+    assert lines[-1].startswith("synthetic CheXpert: patients 6/6 (")
+    assert lines[-1].endswith("time left 0:00")

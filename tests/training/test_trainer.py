@@ -15,6 +15,7 @@ import pytest
 import torch
 from torch.utils.data import Dataset, Subset, TensorDataset
 
+from chexviz._internal.progress import PROGRESS_LOGGER
 from chexviz.models.classifier import MultiLabelClassifier
 from chexviz.models.serialization import read_weights
 from chexviz.training.checkpoint import BEST_NAME, LAST_NAME, read_history
@@ -301,7 +302,7 @@ def test_early_stopping_keeps_the_best_epoch(tmp_path, monkeypatch):
 def test_undefined_auroc_never_counts_as_improvement(tmp_path, caplog):
     val = TensorDataset(VAL.tensors[0], torch.zeros(12, 3))  # one class only
     trainer = _trainer(epochs=5, patience=2, out_dir=tmp_path)
-    with caplog.at_level(logging.INFO, logger="chexviz.training.trainer"):
+    with caplog.at_level(logging.INFO):  # the epoch line is on chexviz.progress
         history = trainer.fit(TRAIN, val)
     assert len(history) == 2
     assert history.best_epoch is None
@@ -473,12 +474,17 @@ def test_progress_bar_only_on_a_terminal(monkeypatch, capsys):
     assert quiet.getvalue() == ""
 
 
-def test_epoch_summary_is_logged(caplog):
-    with caplog.at_level(logging.INFO, logger="chexviz.training.trainer"):
-        _trainer(epochs=1).fit(TRAIN, VAL)
-    assert "epoch 1/1: train loss" in caplog.text
-    assert "val macro-AUROC" in caplog.text
-    assert "images/s" in caplog.text
+def test_epoch_summary_is_a_progress_line(caplog):
+    with caplog.at_level(logging.INFO, logger=PROGRESS_LOGGER):
+        _trainer(epochs=2).fit(TRAIN, VAL)
+    lines = [r.getMessage() for r in caplog.records if r.name == PROGRESS_LOGGER]
+    assert [line.split(":")[0] for line in lines] == ["epoch 1/2", "epoch 2/2"]
+    for line in lines:
+        assert "train loss" in line
+        assert "val macro-AUROC" in line
+        assert "images/s" in line
+        assert "time left" in line
+    assert lines[-1].endswith("time left 0:00")
 
 
 def _cpu_mixed_precision(trainer):

@@ -50,6 +50,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from chexviz._internal.progress import CountProgress
 from chexviz._internal.system import usable_cpus
 from chexviz._version import __version__
 from chexviz.data import _drawing
@@ -382,9 +383,13 @@ def _generate(
     with tqdm(
         total=total, desc="synthetic CheXpert", unit="patient", disable=None if progress else True
     ) as bar:
+        # The bar shows only on a terminal; the log lines show life in a pipe or a log too.
+        lines, done = CountProgress("synthetic CheXpert: patients", total), 0
         for task, result in zip(tasks, _run(tasks, n_workers), strict=True):
             results[task.split].append(result)
             bar.update(task.stop - task.start)
+            done += task.stop - task.start
+            lines.update(done)
     counts: dict[str, int] = {}
     for split in _SPLITS:
         rows = [row for result in results[split] for row in result.rows]

@@ -42,6 +42,7 @@ from tqdm.auto import tqdm
 
 from chexviz._internal.datasets import unwrap_subsets
 from chexviz._internal.modules import eval_mode
+from chexviz._internal.progress import format_duration, progress_logger
 from chexviz._internal.system import usable_cpus
 from chexviz.training import distributed
 from chexviz.training.checkpoint import (
@@ -1117,6 +1118,31 @@ class Trainer:
         state = resumed or self._fresh_state()
         best_weights = self._read_best() if resumed and resumed.best_score > -math.inf else None
         self.history = state.history
+        # One bar over the epochs (its time left is the run's) above each epoch's own bar.
+        overall = tqdm(
+            total=self.epochs,
+            initial=state.epoch,
+            desc="training",
+            unit="epoch",
+            disable=not self._show_progress(),
+            leave=False,
+        )
+        with overall:
+            best_weights = self._run_epochs(loader, val, state, best_weights, overall)
+        if best_weights is not None:
+            self.model.load_state_dict(best_weights)
+        return state.history
+
+    def _run_epochs(
+        self,
+        loader: DataLoader[Any],
+        val: _SizedDataset | None,
+        state: TrainingState,
+        best_weights: dict[str, Tensor] | None,
+        overall: tqdm[Any],
+    ) -> dict[str, Tensor] | None:
+        """The epoch loop of `_fit_epochs`; returns the best epoch's weights (None if none)."""
+        began, first = time.perf_counter(), state.epoch
         while state.epoch < self.epochs and not self._early_stop(state):
             epoch = state.epoch + 1
             lr = float(self.optimizer.param_groups[0]["lr"])
@@ -1146,12 +1172,13 @@ class Trainer:
                 else:
                     state.bad_epochs += 1
             self._checkpoint(state, None)
-            self._log_epoch(record)
+            # Whole epochs of this run (validation and checkpoints included) set the pace.
+            pace = (time.perf_counter() - began) / (epoch - first)
+            self._log_epoch(record, left=pace * (self.epochs - epoch))
+            overall.update()
             if self._interrupt_requested():
                 raise self._interrupt_error(epoch, 0)
-        if best_weights is not None:
-            self.model.load_state_dict(best_weights)
-        return state.history
+        return best_weights
 
     @contextlib.contextmanager
     def _deferred_interrupt(self) -> Iterator[None]:
@@ -1210,7 +1237,8 @@ class Trainer:
         assert self.out_dir is not None
         return read_best_weights(self.out_dir / BEST_NAME)
 
-    def _log_epoch(self, record: EpochRecord) -> None:
+    def _log_epoch(self, record: EpochRecord, *, left: float) -> None:
+        """The epoch's progress line (rank 0): loss, validation, speed and time left."""
         parts = [f"train loss {record.train_loss:.4f}"]
         m = record.val_metrics
         if m is not None:
@@ -1223,4 +1251,6 @@ class Trainer:
             if m.undefined_auroc:
                 parts.append(f"AUROC undefined for {', '.join(m.undefined_auroc)}")
         parts += [f"{record.images_per_second:.1f} images/s", f"{record.seconds:.1f} s"]
-        self._info("epoch %d/%d: %s", record.epoch, self.epochs, ", ".join(parts))
+        parts.append(f"time left {format_duration(left)}")
+        if self.context.is_main:
+            progress_logger.info("epoch %d/%d: %s", record.epoch, self.epochs, ", ".join(parts))
