@@ -38,7 +38,9 @@ __all__ = ["METHODS", "CamMethod", "ClassSpec", "GradCAM", "ImageInput", "LayerS
 
 logger = logging.getLogger(__name__)
 
-CamMethod: TypeAlias = Literal["gradcam", "gradcam++", "xgradcam", "hirescam", "layercam"]
+CamMethod: TypeAlias = Literal[
+    "gradcam", "gradcam++", "xgradcam", "hirescam", "layercam", "eigencam"
+]
 """Names of the supported CAM methods."""
 
 METHODS: tuple[CamMethod, ...] = get_args(CamMethod)
@@ -81,6 +83,11 @@ class GradCAM:
     - ``"xgradcam"`` (Fu et al., 2020): channel weights ``sum_hw(G * A / sum_hw(A))``.
     - ``"hirescam"`` (Draelos & Carin, 2020): ``ReLU(sum_c G_c * A_c)``, element-wise.
     - ``"layercam"`` (Jiang et al., 2021): ``ReLU(sum_c ReLU(G_c) * A_c)``, element-wise.
+    - ``"eigencam"`` (Muhammad & Yeasin, 2020): the first principal component of the
+      activations (positions x channels, centred per channel), ReLU'd. **Class-agnostic**: it
+      uses no gradient, so every class of an image gets the same map; the sign of the
+      component is chosen so the map correlates positively with the activations' channel
+      mean.
 
     Departures from the papers, all deliberate:
 
