@@ -133,6 +133,35 @@ class MethodComparison:
         found: pd.Series = rows[rows["method"] == name].iloc[0]
         return found
 
+    def summary_lines(self) -> list[str]:
+        """One line per method (mean mIoU and hit rate, with intervals), then the best one.
+
+        The best method is the one with the highest mean mIoU (the reference and the prior
+        aside), with its interval; each other method's line gives its difference from it.
+        """
+        means = self.table[self.table["pathology"] == "mean"]
+        lines = []
+        for row in means.itertuples():
+            line = f"{row.method}: mIoU {_shown(row.miou, row.miou_lower, row.miou_upper)}"
+            if "hit_rate" in self.metrics:
+                shown = _shown(row.hit_rate, row.hit_rate_lower, row.hit_rate_upper)
+                line += f", hit rate {shown}"
+            if row.method != row.miou_best and not math.isnan(row.miou_diff_from_best):
+                difference = _shown(
+                    row.miou_diff_from_best,
+                    row.miou_diff_from_best_lower,
+                    row.miou_diff_from_best_upper,
+                )
+                line += f"; mIoU minus the best's {difference}"
+            lines.append(line)
+        best = self.best("miou")
+        if math.isnan(best["miou"]):
+            lines.append("best method: undefined (too few cases)")
+        else:
+            shown = _shown(best["miou"], best["miou_lower"], best["miou_upper"])
+            lines.append(f"best method by mean mIoU: {best['method']} {shown}")
+        return lines
+
     def to_csv(self, folder: str | os.PathLike[str], name: str = "comparison") -> list[Path]:
         """Writes ``<name>.csv`` (the table) into ``folder`` (created if missing).
 
@@ -192,6 +221,10 @@ class MethodComparison:
         if path is not None:
             figure.savefig(path, dpi=120)
         return figure
+
+
+def _shown(value: float, lower: float, upper: float) -> str:
+    return f"{value:.3f} [{lower:.3f}, {upper:.3f}]"
 
 
 def _unit_column(name: str, frame: pd.DataFrame) -> str:
