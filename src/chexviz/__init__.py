@@ -36,6 +36,7 @@ from chexviz.evaluate.chexlocalize import (
     segment_heatmap,
     tune_chexlocalize,
 )
+from chexviz.evaluate.compare import MethodComparison, compare_localization, compare_methods
 from chexviz.evaluate.external import validate_externally
 from chexviz.evaluate.faithfulness import deletion_score, insertion_score, score_faithfulness
 from chexviz.evaluate.localization import (
@@ -51,6 +52,8 @@ from chexviz.evaluate.localization import (
 )
 from chexviz.explain.explanation import Explanation
 from chexviz.explain.gradcam import METHODS, GradCAM
+from chexviz.explain.integrated_gradients import IntegratedGradients
+from chexviz.explain.methods import MAP_METHODS, map_maker
 from chexviz.explain.overlay import map_peak, overlay_heatmap
 from chexviz.explain.report import save_study_figure, study_figure, write_html_report
 from chexviz.models.classifier import MultiLabelClassifier
@@ -88,11 +91,14 @@ __all__ = [
     "GradCAM",
     "History",
     "ImageDecodeError",
+    "IntegratedGradients",
     "LOCALIZATION_LABELS",
     "LabelValueError",
+    "MAP_METHODS",
     "METHODS",
     "MIMICCXRDataset",
     "MaskedBCEWithLogitsLoss",
+    "MethodComparison",
     "Metrics",
     "MissingColumnsError",
     "MultiLabelClassifier",
@@ -106,6 +112,8 @@ __all__ = [
     "anatomical_prior",
     "box_iou",
     "chance_pointing_rate",
+    "compare_localization",
+    "compare_methods",
     "compute_metrics",
     "create_backbone",
     "deletion_score",
@@ -121,6 +129,7 @@ __all__ = [
     "make_synthetic_chexpert",
     "make_synthetic_mimic",
     "make_synthetic_nih",
+    "map_maker",
     "map_peak",
     "masked_bce_with_logits",
     "overlay_heatmap",

@@ -63,7 +63,8 @@ def test_ig_maps_equal_captum_called_directly() -> None:
         images, [["Edema", "Cardiomegaly"], ["Atelectasis"]]
     )
     assert explanation.method == "ig"
-    assert "8 steps" in explanation.layer and "black" in explanation.layer
+    assert "8 steps" in explanation.layer
+    assert "black" in explanation.layer
     captum = CaptumIG(model.eval())
     for b, classes in enumerate([[0, 2], [1]]):
         for k in classes:
@@ -99,5 +100,5 @@ def test_map_maker_by_name_and_callable() -> None:
     assert isinstance(made, GradCAM)
     with pytest.raises(ValueError, match=r"unknown explanation method 'gradcm'.*known methods"):
         map_maker("gradcm", model)
-    with pytest.raises(ValueError, match="has no .model"):
+    with pytest.raises(ValueError, match=r"has no \.model"):
         map_maker(lambda m: object(), model)

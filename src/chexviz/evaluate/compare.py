@@ -36,11 +36,7 @@ from chexviz._internal.cases import (
     enough_cases,
 )
 from chexviz.evaluate.chexlocalize.pipeline import chexlocalize_maps
-from chexviz.evaluate.chexlocalize.scoring import (
-    CheXlocalizeScores,
-    _interval,
-    score_chexlocalize,
-)
+from chexviz.evaluate.chexlocalize.scoring import CheXlocalizeScores, score_chexlocalize
 from chexviz.evaluate.chexlocalize.tuning import tune_chexlocalize
 from chexviz.evaluate.localization import score_localization
 from chexviz.explain.methods import MapMakerFactory, map_maker
@@ -501,6 +497,19 @@ def compare_localization(
         n_bootstrap=n_bootstrap,
         seed=seed,
     )
+
+
+def _interval(replicates: np.ndarray) -> tuple[float, float]:
+    """The reference ``eval.py``'s 95% percentile interval, as ``CheXlocalizeScores`` gives it.
+
+    The sorted defined replicates at ranks ``int(0.025 n) - 1`` and ``int(0.975 n) - 1``.
+    """
+    ordered = np.sort(replicates[~np.isnan(replicates)])
+    if len(ordered) == 0:
+        return math.nan, math.nan
+    lower = max(int(0.025 * len(ordered)) - 1, 0)
+    upper = max(int(0.975 * len(ordered)) - 1, 0)
+    return float(ordered[lower]), float(ordered[upper])
 
 
 def _key(value: float) -> float:

@@ -17,14 +17,14 @@ from torch import nn
 
 from chexviz._internal.modules import device_dtype, eval_mode
 from chexviz.explain._cam import minmax
-from chexviz.explain.explanation import Explanation
-from chexviz.explain.gradcam import (
+from chexviz.explain._classes import (
     ClassSpec,
-    _check_threshold,
-    _model_labels,
-    _resolve_classes,
-    _unwrap,
+    check_threshold,
+    model_labels,
+    resolve_classes,
+    unwrap,
 )
+from chexviz.explain.explanation import Explanation
 
 __all__ = ["DEFAULT_STEPS", "IntegratedGradients"]
 
@@ -84,8 +84,8 @@ class IntegratedGradients:
             raise ValueError(f"n_steps must be a positive integer, got {n_steps!r}")
         if internal_batch_size is not None and internal_batch_size < 1:
             raise ValueError(f"internal_batch_size must be at least 1, got {internal_batch_size}")
-        self._model = _unwrap(model)
-        self._labels = _model_labels(self._model)
+        self._model = unwrap(model)
+        self._labels = model_labels(self._model)
         self._n_steps = n_steps
         self._internal_batch_size = internal_batch_size
 
@@ -139,7 +139,7 @@ class IntegratedGradients:
                 f"IntegratedGradients explains image tensors [C, H, W] or [B, C, H, W], got "
                 f"{type(img).__name__}"
             )
-        threshold = _check_threshold(threshold)
+        threshold = check_threshold(threshold)
         images = img.detach().unsqueeze(0) if img.ndim == 3 else img.detach()
         if images.ndim != 4:
             raise ValueError(
@@ -157,7 +157,7 @@ class IntegratedGradients:
             labels = self._output_labels(int(logits.shape[1]))
             probabilities = torch.sigmoid(logits.float()).cpu()
             thresholds = self._thresholds(len(labels), threshold)
-            wanted = _resolve_classes(classes, labels, len(images), probabilities, thresholds)
+            wanted = resolve_classes(classes, labels, len(images), probabilities, thresholds)
             owners = [b for b, row in enumerate(wanted) for _ in row]
             targets = [k for row in wanted for k in row]
             maps = torch.empty(0)

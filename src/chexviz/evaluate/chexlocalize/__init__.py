@@ -45,7 +45,11 @@ from chexviz.evaluate.chexlocalize.files import (
     plot_chexlocalize,
     read_tuning_csv,
 )
-from chexviz.evaluate.chexlocalize.pipeline import run_chexlocalize
+from chexviz.evaluate.chexlocalize.pipeline import (
+    CheXlocalizeMaps,
+    chexlocalize_maps,
+    run_chexlocalize,
+)
 from chexviz.evaluate.chexlocalize.scoring import (
     CheXlocalizeScores,
     GroundTruth,
@@ -62,10 +66,12 @@ from chexviz.evaluate.chexlocalize.tuning import (
 __all__ = [
     "DEFAULT_CUTOFFS",
     "DEFAULT_THRESHOLDS",
+    "CheXlocalizeMaps",
     "CheXlocalizeScores",
     "CheXlocalizeTuning",
     "GroundTruth",
     "HeatmapLike",
+    "chexlocalize_maps",
     "ground_truth_overlay",
     "plot_chexlocalize",
     "read_tuning_csv",
