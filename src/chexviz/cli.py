@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import importlib
 import logging
 import sys
 from collections.abc import Sequence
@@ -926,8 +927,10 @@ def _run_localize_methods(args: argparse.Namespace) -> None:
     human = None
     if args.human_benchmark is not None:
         try:
-            from chexviz.evaluate.chexlocalize.human import score_human_benchmark
-        except ImportError:
+            # Imported by name: the human-benchmark reader is a separate module of its own.
+            human_module = importlib.import_module("chexviz.evaluate.chexlocalize.human")
+            score_human_benchmark = human_module.score_human_benchmark
+        except (ImportError, AttributeError):
             raise ValueError(
                 "--human-benchmark needs chexviz.evaluate.chexlocalize.human (the "
                 "human-benchmark reader), which this installation of chexviz lacks"

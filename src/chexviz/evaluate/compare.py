@@ -449,7 +449,7 @@ def compare_localization(
             }
             for metric in (_METRICS[m] for m in metrics):
                 mine, mine_point = boot[name][metric][:, column], point[name][metric][column]
-                best = max(contenders, key=lambda c, m=metric, k=column: _key(point[c][m][k]))
+                best = _best(contenders, [float(point[c][metric][column]) for c in contenders])
                 row |= _estimate(metric, mine_point, mine, ok)
                 row[f"{metric}_n"] = (
                     int((~np.isnan(values[name][_key_of(metric)][:, column])).sum())
@@ -512,8 +512,10 @@ def _interval(replicates: np.ndarray) -> tuple[float, float]:
     return float(ordered[lower]), float(ordered[upper])
 
 
-def _key(value: float) -> float:
-    return -math.inf if math.isnan(value) else value
+def _best(names: list[str], values: list[float]) -> str:
+    """The name with the highest value (the first on ties); NaN counts as lowest."""
+    ranked = [-math.inf if math.isnan(value) else value for value in values]
+    return names[int(np.argmax(ranked))]
 
 
 def _key_of(metric: str) -> str:

@@ -30,8 +30,8 @@ class MapMaker(Protocol):
     def model(self) -> nn.Module:
         """The explained model (its ``labels`` name the classes)."""
 
-    def explain(self, img: torch.Tensor, classes: Sequence[Sequence[str]], /) -> Explanation:
-        """Maps of the given classes of each image of a batch ``[B, C, H, W]``."""
+    def explain(self, img: torch.Tensor, classes: Sequence[Sequence[str]] | None, /) -> Explanation:
+        """Maps of the given classes of each image of ``[B, C, H, W]`` (None: its positives)."""
 
 
 MapMakerFactory: TypeAlias = Callable[[nn.Module], Any]
