@@ -237,3 +237,23 @@ def test_compare_methods_refuses_maps_of_the_wrong_size(synthetic: tuple[Path, P
 
     with pytest.raises(ValueError, match=r"CXR 'patient.*the Stretched map has shape \[4, 12\]"):
         compare_methods(model, methods=[Stretched], chexlocalize=(data, truth), n_bootstrap=5)
+
+
+def test_mapping_only_the_findings_scores_as_mapping_everything(
+    synthetic: tuple[Path, Path],
+) -> None:
+    from chexviz import GradCAM, score_chexlocalize
+    from chexviz.evaluate.chexlocalize import chexlocalize_maps
+
+    root, model_path = synthetic
+    model = MultiLabelClassifier.load(model_path)
+    folder = root / "data"
+    data = CheXpertDataset(folder, "valid.csv", image_size=48, frontal_only=False, progress=False)
+    truth = read_chexlocalize(folder / "CheXpert-v1.0-small" / "gt_segmentations_val.json")
+    every = chexlocalize_maps(GradCAM(model), data, truth, progress=False)
+    few = chexlocalize_maps(GradCAM(model), data, truth, findings_only=True, progress=False)
+    assert len(few.heatmaps) < len(every.heatmaps)
+    full = score_chexlocalize(every.heatmaps, truth, n_bootstrap=5).per_image
+    part = score_chexlocalize(few.heatmaps, truth, n_bootstrap=5).per_image
+    kept = full[full["label"].isin(set(part["label"]))].reset_index(drop=True)
+    pd.testing.assert_frame_equal(kept, part.reset_index(drop=True))

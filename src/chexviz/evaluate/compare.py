@@ -590,7 +590,8 @@ def compare_methods(
     """Scores several explanation methods of one model by the same protocol on the same CXRs.
 
     For each method: with ``chexlocalize=(dataset, ground_truth)``, its maps of the ground
-    truth's CXRs are scored as
+    truth's findings (the pathologies with a non-empty mask: all the true-positive slice
+    reads) are scored as
     [`score_chexlocalize`][chexviz.evaluate.chexlocalize.scoring.score_chexlocalize] does
     (true-positive slice), with per-pathology thresholds tuned by
     [`tune_chexlocalize`][chexviz.evaluate.chexlocalize.tuning.tune_chexlocalize] on
@@ -656,7 +657,7 @@ def compare_methods(
                 maps = chexlocalize_maps(
                     maker,
                     *validation,
-                    every_image=False,
+                    findings_only=True,
                     batch_size=batch_size,
                     progress=progress,
                     name=name,
@@ -667,7 +668,12 @@ def compare_methods(
                     tuning.to_csv(folder)
             thresholds[name] = tuned
             maps = chexlocalize_maps(
-                maker, *chexlocalize, batch_size=batch_size, progress=progress, name=name
+                maker,
+                *chexlocalize,
+                findings_only=True,
+                batch_size=batch_size,
+                progress=progress,
+                name=name,
             )
             scores[name] = score_chexlocalize(
                 maps.heatmaps,
