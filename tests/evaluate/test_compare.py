@@ -257,3 +257,58 @@ def test_mapping_only_the_findings_scores_as_mapping_everything(
     part = score_chexlocalize(few.heatmaps, truth, n_bootstrap=5).per_image
     kept = full[full["label"].isin(set(part["label"]))].reset_index(drop=True)
     pd.testing.assert_frame_equal(kept, part.reset_index(drop=True))
+
+
+def test_localize_methods_adds_the_human_benchmark(
+    synthetic: tuple[Path, Path],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import sys
+    import types
+
+    from chexviz.data.chexlocalize import LOCALIZATION_LABELS
+
+    def score_human_benchmark(ground_truth, hb_segmentations, *, salient_points=None):  # type: ignore[no-untyped-def]
+        # A stand-in of chexviz.evaluate.chexlocalize.human: a benchmark that segments every
+        # finding at IoU 0.9 and hits it, in the per_image format.
+        labels = [
+            label
+            for label in LOCALIZATION_LABELS
+            if any(not ground_truth.is_empty(cxr, label) for cxr in ground_truth)
+        ]
+        rows = []
+        for cxr in sorted(ground_truth):
+            for label in labels:
+                found = not ground_truth.is_empty(cxr, label)
+                pixels = int(ground_truth.mask(cxr, label).sum()) if found else 0
+                rows.append(
+                    {
+                        "cxr_id": cxr,
+                        "label": label,
+                        "gt_pixels": pixels,
+                        "pred_pixels": pixels,
+                        "iou": 0.9 if found else np.nan,
+                        "hit": 1.0 if found else np.nan,
+                    }
+                )
+        return pd.DataFrame(rows)
+
+    stub = types.ModuleType("chexviz.evaluate.chexlocalize.human")
+    stub.score_human_benchmark = score_human_benchmark  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "chexviz.evaluate.chexlocalize.human", stub)
+    root, model = synthetic
+    truth = root / "data" / "CheXpert-v1.0-small" / "gt_segmentations_val.json"
+    out = root / "with-human"
+    arguments = ["localize", "--model", str(model), "--data", str(root / "data")]
+    arguments += ["--ground-truth", str(truth), "--out", str(out), "--bootstrap", "20"]
+    arguments += ["--methods", "gradcam", "--min-positives", "2"]
+    arguments += ["--human-benchmark", str(truth)]
+    assert main(arguments) == 0
+    assert "human benchmark: mIoU 0.900" in capsys.readouterr().out
+    table = pd.read_csv(out / "comparison.csv")
+    human = table[(table["method"] == "human benchmark") & (table["pathology"] == "mean")]
+    assert human["miou"].iloc[0] == pytest.approx(0.9)
+    gradcam = table[(table["method"] == "gradcam") & (table["pathology"] == "mean")].iloc[0]
+    assert gradcam["miou_pct_decrease"] == pytest.approx((0.9 - gradcam["miou"]) / 0.9 * 100)
+    assert (out / "human_benchmark" / "per_image.csv").is_file()
