@@ -81,7 +81,7 @@ def test_demo_writes_every_output(demo: tuple[Path, object]) -> None:
         localisation.columns
     )
     assert {"torch", "machine", "date"} <= set(summary["environment"])
-    assert len(summary["stages"]) == 7
+    assert len(summary["stages"]) == 8
     report = (out / "report.html").read_text()
     assert "anatomical prior" in report
     assert "Every headline figure against every baseline" in report
@@ -181,13 +181,14 @@ def test_demo_shows_its_stages_and_progress_on_a_terminal(tmp_path: Path) -> Non
     shown = _run_on_a_terminal(argv, tmp_path)
     summary = shown.index("chexviz demo: ")
     before = shown[:summary]
-    for stage in range(1, 8):
-        assert f"chexviz demo [{stage}/7]" in before
+    for stage in range(1, 9):
+        assert f"chexviz demo [{stage}/8]" in before
     for bar in ("synthetic CheXpert", "caching", "epoch 1/2", "epoch 2/2", "explaining"):
         assert bar in before, bar
     assert "%|" in before  # tqdm bars, drawn as they go
     assert "anatomical prior" in shown[summary:]
     assert "CheXlocalize" in shown[summary:]
+    assert "best method by mean mIoU" in shown[summary:]
 
 
 def _result(**changes: object) -> DemoResult:

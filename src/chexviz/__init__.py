@@ -51,6 +51,7 @@ if TYPE_CHECKING:
         segment_heatmap,
         tune_chexlocalize,
     )
+    from chexviz.evaluate.compare import MethodComparison, compare_localization, compare_methods
     from chexviz.evaluate.external import validate_externally
     from chexviz.evaluate.faithfulness import deletion_score, insertion_score, score_faithfulness
     from chexviz.evaluate.localization import (
@@ -66,6 +67,8 @@ if TYPE_CHECKING:
     )
     from chexviz.explain.explanation import Explanation
     from chexviz.explain.gradcam import METHODS, GradCAM
+    from chexviz.explain.integrated_gradients import IntegratedGradients
+    from chexviz.explain.methods import MAP_METHODS, map_maker
     from chexviz.explain.overlay import map_peak, overlay_heatmap
     from chexviz.explain.report import save_study_figure, study_figure, write_html_report
     from chexviz.models.classifier import MultiLabelClassifier
@@ -104,11 +107,14 @@ _HOMES: dict[str, str] = {
     "GradCAM": "chexviz.explain.gradcam",
     "History": "chexviz.training.history",
     "ImageDecodeError": "chexviz.data.images",
+    "IntegratedGradients": "chexviz.explain.integrated_gradients",
     "LOCALIZATION_LABELS": "chexviz.data.chexlocalize",
     "LabelValueError": "chexviz.data.labels",
+    "MAP_METHODS": "chexviz.explain.methods",
     "METHODS": "chexviz.explain.gradcam",
     "MIMICCXRDataset": "chexviz.data.mimic",
     "MaskedBCEWithLogitsLoss": "chexviz.training.losses",
+    "MethodComparison": "chexviz.evaluate.compare",
     "Metrics": "chexviz.training.metrics",
     "MissingColumnsError": "chexviz.data.labels",
     "MultiLabelClassifier": "chexviz.models.classifier",
@@ -121,6 +127,8 @@ _HOMES: dict[str, str] = {
     "anatomical_prior": "chexviz.evaluate.localization",
     "box_iou": "chexviz.evaluate.localization",
     "chance_pointing_rate": "chexviz.evaluate.localization",
+    "compare_localization": "chexviz.evaluate.compare",
+    "compare_methods": "chexviz.evaluate.compare",
     "compute_metrics": "chexviz.training.metrics",
     "create_backbone": "chexviz.models.registry",
     "deletion_score": "chexviz.evaluate.faithfulness",
@@ -138,6 +146,7 @@ _HOMES: dict[str, str] = {
     "make_synthetic_chexpert": "chexviz.data.synthetic",
     "make_synthetic_mimic": "chexviz.data.synthetic_external",
     "make_synthetic_nih": "chexviz.data.synthetic_external",
+    "map_maker": "chexviz.explain.methods",
     "map_peak": "chexviz.explain.overlay",
     "masked_bce_with_logits": "chexviz.training.losses",
     "overlay_heatmap": "chexviz.explain.overlay",
@@ -186,11 +195,14 @@ __all__ = [
     "GradCAM",
     "History",
     "ImageDecodeError",
+    "IntegratedGradients",
     "LOCALIZATION_LABELS",
     "LabelValueError",
+    "MAP_METHODS",
     "METHODS",
     "MIMICCXRDataset",
     "MaskedBCEWithLogitsLoss",
+    "MethodComparison",
     "Metrics",
     "MissingColumnsError",
     "MultiLabelClassifier",
@@ -204,6 +216,8 @@ __all__ = [
     "anatomical_prior",
     "box_iou",
     "chance_pointing_rate",
+    "compare_localization",
+    "compare_methods",
     "compute_metrics",
     "create_backbone",
     "deletion_score",
@@ -221,6 +235,7 @@ __all__ = [
     "make_synthetic_chexpert",
     "make_synthetic_mimic",
     "make_synthetic_nih",
+    "map_maker",
     "map_peak",
     "masked_bce_with_logits",
     "overlay_heatmap",

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
+import importlib
 import logging
 import os
 import sys
@@ -46,7 +47,7 @@ _LONG_COMMANDS = ("demo", "train")
 # The parser's choices and defaults, kept here so that building it imports no torch; each has
 # its home in the library (named beside it) and tests/test_cli.py checks that they agree.
 # chexviz.explain.METHODS
-_CAM_METHODS = ("gradcam", "gradcam++", "xgradcam", "hirescam", "layercam")
+_CAM_METHODS = ("gradcam", "gradcam++", "xgradcam", "hirescam", "layercam", "eigencam")
 _HEADS = ("attention_pool", "linear", "mlp", "study_attention")  # chexviz.models.list_heads()
 _DEMO_BACKBONE = "simple_cnn"  # chexviz.demo.DEFAULT_BACKBONE
 _DEMO_IMAGES = 1800  # chexviz.demo.DEFAULT_IMAGES
@@ -461,6 +462,33 @@ def _parser() -> argparse.ArgumentParser:
     localize.add_argument(
         "--method", choices=_CAM_METHODS, default="gradcam", help="the CAM method"
     )
+    localize.add_argument(
+        "--methods",
+        type=_methods,
+        default=None,
+        help="compare these comma-separated methods on the same X-rays (e.g. "
+        "gradcam,gradcam++,layercam,eigencam,ig): writes comparison.csv, comparison.png and "
+        "one folder of tables per method",
+    )
+    localize.add_argument(
+        "--validation-csv",
+        default=None,
+        help="with --methods: CSV of the validation X-rays, to tune each method's thresholds "
+        "on (default: Otsu for every method)",
+    )
+    localize.add_argument(
+        "--validation-ground-truth",
+        type=Path,
+        default=None,
+        help="with --validation-csv: the validation set's gt_segmentations_val.json",
+    )
+    localize.add_argument(
+        "--human-benchmark",
+        type=Path,
+        default=None,
+        help="with --methods: hb_segmentations_test.json, the human benchmark of the same "
+        "X-rays; adds its rows and each method's percentage decrease from it",
+    )
     localize.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples")
     localize.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     _add_minimum_arguments(localize, "scored cases (X-rays or boxed findings)", None)
@@ -603,6 +631,20 @@ _MODEL_HELP = (
     "a model written by chexviz train or demo (.safetensors), or xrv:<weights name> for a "
     "torchxrayvision model in its cache (e.g. xrv:densenet121-res224-chex)"
 )
+
+
+def _methods(text: str) -> list[str]:
+    from chexviz.explain.methods import MAP_METHODS
+
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in MAP_METHODS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown method(s) {unknown or [text]}; known methods: {', '.join(MAP_METHODS)}"
+        )
+    if len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError(f"a method is listed twice in {text!r}")
+    return names
 
 
 def _model_spec(text: str) -> str | Path:
@@ -880,6 +922,12 @@ def _run_localize(args: argparse.Namespace) -> None:
     if args.nih_boxes is not None:
         _run_localize_nih(args)
         return
+    if args.methods is not None:
+        _run_localize_methods(args)
+        return
+    for option in ("validation_csv", "validation_ground_truth", "human_benchmark"):
+        if getattr(args, option) is not None:
+            raise ValueError(f"--{option.replace('_', '-')} goes with --methods")
     from chexviz._internal.cases import TOO_FEW, too_few_line
     from chexviz.data.chexlocalize import read_chexlocalize
     from chexviz.data.dataset import CheXpertDataset
@@ -933,6 +981,76 @@ def _run_localize(args: argparse.Namespace) -> None:
         min_negatives=None,
     )
     if line is not None:
+        print(line)
+    print(f"tables and figures: {args.out}")
+
+
+def _run_localize_methods(args: argparse.Namespace) -> None:
+    """Several methods by the CheXlocalize protocol on the same X-rays, side by side."""
+    from chexviz.data.chexlocalize import read_chexlocalize
+    from chexviz.data.dataset import CheXpertDataset
+    from chexviz.evaluate.compare import compare_methods
+
+    if args.thresholds or args.cutoffs or args.full_set or args.tune or args.save_segmentations:
+        raise ValueError(
+            "--methods tunes each method's thresholds on --validation-csv; it does not take "
+            "--thresholds, --cutoffs, --full-set, --tune or --save-segmentations"
+        )
+    if (args.validation_csv is None) != (args.validation_ground_truth is None):
+        raise ValueError("--validation-csv and --validation-ground-truth go together")
+    ground_truth = read_chexlocalize(args.ground_truth)
+    model = _load_model(args.model)
+
+    def dataset(csv: str) -> CheXpertDataset:
+        return CheXpertDataset(
+            args.data,
+            csv,
+            image_size=model.image_size,
+            in_channels=model.in_channels,
+            labels=model.labels,
+            frontal_only=False,
+            progress=args.progress,
+        )
+
+    validation = None
+    if args.validation_csv is not None:
+        validation = (
+            dataset(args.validation_csv),
+            read_chexlocalize(args.validation_ground_truth),
+        )
+    human = None
+    if args.human_benchmark is not None:
+        try:
+            # Imported by name: the human-benchmark reader is a separate module of its own.
+            human_module = importlib.import_module("chexviz.evaluate.chexlocalize.human")
+            score_human_benchmark = human_module.score_human_benchmark
+        except (ImportError, AttributeError):
+            raise ValueError(
+                "--human-benchmark needs chexviz.evaluate.chexlocalize.human (the "
+                "human-benchmark reader), which this installation of chexviz lacks"
+            ) from None
+        human = score_human_benchmark(ground_truth, args.human_benchmark)
+    results = compare_methods(
+        model,
+        methods=args.methods,
+        chexlocalize=(dataset(args.csv), ground_truth),
+        validation=validation,
+        human_benchmark=human,
+        out_dir=args.out,
+        n_bootstrap=args.bootstrap,
+        seed=args.seed,
+        progress=args.progress,
+        min_cases=args.min_positives,
+        on_method=lambda name: print(f"scoring {name}", file=sys.stderr),
+    )
+    comparison = results.chexlocalize
+    assert comparison is not None
+    columns = ["method", "pathology", "status", "miou", "miou_lower", "miou_upper"]
+    columns += ["miou_diff_from_best", "hit_rate", "hit_rate_lower", "hit_rate_upper"]
+    if comparison.reference is not None:
+        columns += ["miou_pct_decrease", "hit_rate_pct_decrease"]
+    print(comparison.table[columns].to_string(index=False, float_format="%.3f"))
+    for line in comparison.summary_lines():
         print(line)
     print(f"tables and figures: {args.out}")
 

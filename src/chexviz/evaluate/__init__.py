@@ -10,7 +10,9 @@ models trained in ``training``; here they are scored.
   radiologists' segmentations (segmentation, scoring with bootstrap, tuning, files, pipeline);
 * [`faithfulness`][chexviz.evaluate.faithfulness]: deletion and insertion scores;
 * [`external`][chexviz.evaluate.external]: a model on an external data set, per-label AUROC
-  with patient bootstrap intervals.
+  with patient bootstrap intervals;
+* [`compare`][chexviz.evaluate.compare]: explanation methods side by side on the same X-rays,
+  with paired bootstrap intervals.
 """
 
 from chexviz.evaluate.chexlocalize import (
@@ -25,6 +27,11 @@ from chexviz.evaluate.chexlocalize import (
     score_human_benchmark,
     segment_heatmap,
     tune_chexlocalize,
+)
+from chexviz.evaluate.compare import (
+    MethodComparison,
+    compare_localization,
+    compare_methods,
 )
 from chexviz.evaluate.external import ExternalValidation, validate_externally
 from chexviz.evaluate.faithfulness import deletion_score, insertion_score, score_faithfulness
@@ -44,9 +51,12 @@ __all__ = [
     "CheXlocalizeScores",
     "CheXlocalizeTuning",
     "ExternalValidation",
+    "MethodComparison",
     "anatomical_prior",
     "box_iou",
     "chance_pointing_rate",
+    "compare_localization",
+    "compare_methods",
     "deletion_score",
     "energy_in_box",
     "feature_correlations",

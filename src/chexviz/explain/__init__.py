@@ -7,13 +7,18 @@ the maps made here.
 
 from chexviz.explain.explanation import Explanation
 from chexviz.explain.gradcam import METHODS, GradCAM
+from chexviz.explain.integrated_gradients import IntegratedGradients
+from chexviz.explain.methods import MAP_METHODS, map_maker
 from chexviz.explain.overlay import map_peak, overlay_heatmap
 from chexviz.explain.report import save_study_figure, study_figure, write_html_report
 
 __all__ = [
     "Explanation",
     "GradCAM",
+    "IntegratedGradients",
+    "MAP_METHODS",
     "METHODS",
+    "map_maker",
     "map_peak",
     "overlay_heatmap",
     "save_study_figure",

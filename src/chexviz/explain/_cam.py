@@ -10,11 +10,14 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F  # noqa: N812
 
-__all__ = ["cam_maps", "fuse", "minmax", "safe_divide"]
+__all__ = ["cam_maps", "eigen_maps", "fuse", "minmax", "safe_divide"]
 
 
 def cam_maps(method: str, activations: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
     """Maps ``[J, B, h, w]`` from activations ``[B, C, h, w]`` and gradients ``[J, B, C, h, w]``."""
+    if method == "eigencam":
+        # Class-agnostic: every slot of an image gets the same map; the gradients are unused.
+        return eigen_maps(activations).unsqueeze(0).expand(grads.shape[0], -1, -1, -1)
     if method == "hirescam":
         return torch.relu((grads * activations).sum(dim=2))
     if method == "layercam":
@@ -30,6 +33,28 @@ def cam_maps(method: str, activations: torch.Tensor, grads: torch.Tensor) -> tor
         total = activations.sum(dim=(-2, -1), keepdim=True)
         weights = (grads * safe_divide(activations, total)).sum(dim=(-2, -1))
     return torch.relu(torch.einsum("jbc,bchw->jbhw", weights, activations))
+
+
+def eigen_maps(activations: torch.Tensor) -> torch.Tensor:
+    """Eigen-CAM maps ``[B, h, w]`` of activations ``[B, C, h, w]``.
+
+    As pytorch-grad-cam's ``get_2d_projection``: each image's activations become a matrix of
+    ``h * w`` positions by ``C`` channels, centred per channel, and are projected onto their
+    first right singular vector; then ReLU. A singular vector's sign is arbitrary, so it is
+    chosen to make the projection correlate positively with the activations' channel mean
+    (pytorch-grad-cam leaves the sign to the SVD routine, so its map can come out inverted).
+    """
+    batch, channels, height, width = activations.shape
+    positions = activations.float().reshape(batch, channels, height * width).transpose(1, 2)
+    centred = positions - positions.mean(dim=1, keepdim=True)
+    _, _, vh = torch.linalg.svd(centred, full_matrices=False)
+    projection = torch.einsum("bpc,bc->bp", centred, vh[:, 0, :])
+    mean = positions.mean(dim=2)
+    agreement = (
+        (projection - projection.mean(1, keepdim=True)) * (mean - mean.mean(1, keepdim=True))
+    ).sum(1)
+    sign = torch.where(agreement < 0, -1.0, 1.0).unsqueeze(1)
+    return torch.relu(projection * sign).reshape(batch, height, width)
 
 
 def safe_divide(numerator: torch.Tensor, denominator: torch.Tensor) -> torch.Tensor:

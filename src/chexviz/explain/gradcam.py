@@ -20,17 +20,23 @@ import logging
 import os
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, Literal, TypeAlias, TypeGuard, get_args
+from typing import Any, Literal, TypeAlias, get_args
 
 import torch
 import torch.nn.functional as F  # noqa: N812
 from PIL import Image
 from torch import nn
-from torch.nn.parallel import DataParallel, DistributedDataParallel
 
 from chexviz._internal.modules import device_dtype, eval_mode
 from chexviz.data.images import load_image, read_image_size, to_tensor
 from chexviz.explain._cam import cam_maps, fuse, minmax
+from chexviz.explain._classes import (
+    ClassSpec,
+    check_threshold,
+    model_labels,
+    resolve_classes,
+    unwrap,
+)
 from chexviz.explain._tokens import LayerView, Reshape, find_families, layer_view, qualified
 from chexviz.explain.explanation import Explanation
 
@@ -38,7 +44,9 @@ __all__ = ["METHODS", "CamMethod", "ClassSpec", "GradCAM", "ImageInput", "LayerS
 
 logger = logging.getLogger(__name__)
 
-CamMethod: TypeAlias = Literal["gradcam", "gradcam++", "xgradcam", "hirescam", "layercam"]
+CamMethod: TypeAlias = Literal[
+    "gradcam", "gradcam++", "xgradcam", "hirescam", "layercam", "eigencam"
+]
 """Names of the supported CAM methods."""
 
 METHODS: tuple[CamMethod, ...] = get_args(CamMethod)
@@ -47,8 +55,6 @@ METHODS: tuple[CamMethod, ...] = get_args(CamMethod)
 LayerSpec: TypeAlias = nn.Module | str
 """A target layer: a submodule of the model, or its dotted name (``"backbone.features.relu5"``)."""
 
-ClassSpec: TypeAlias = str | int
-"""A class to explain: a label name, or the index of the model output."""
 
 ImageInput: TypeAlias = (
     torch.Tensor
@@ -81,6 +87,11 @@ class GradCAM:
     - ``"xgradcam"`` (Fu et al., 2020): channel weights ``sum_hw(G * A / sum_hw(A))``.
     - ``"hirescam"`` (Draelos & Carin, 2020): ``ReLU(sum_c G_c * A_c)``, element-wise.
     - ``"layercam"`` (Jiang et al., 2021): ``ReLU(sum_c ReLU(G_c) * A_c)``, element-wise.
+    - ``"eigencam"`` (Muhammad & Yeasin, 2020): the first principal component of the
+      activations (positions x channels, centred per channel), ReLU'd. **Class-agnostic**: it
+      uses no gradient, so every class of an image gets the same map; the sign of the
+      component is chosen so the map correlates positively with the activations' channel
+      mean.
 
     Departures from the papers, all deliberate:
 
@@ -192,10 +203,10 @@ class GradCAM:
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         if method not in METHODS:
             raise ValueError(f"unknown method {method!r}; choose one of {list(METHODS)}")
-        model = _unwrap(model)
+        model = unwrap(model)
         self._model = model
         self._method: CamMethod = method
-        self._labels = _model_labels(model)
+        self._labels = model_labels(model)
         self._image_size = _optional_int(model, "image_size")
         self._in_channels = _optional_int(model, "in_channels")
         if reshape is not None and not callable(reshape):
@@ -288,7 +299,7 @@ class GradCAM:
                 after its view, or that does not influence the output; non-finite maps.
             FileNotFoundError: An image file does not exist.
         """
-        threshold = _check_threshold(threshold)
+        threshold = check_threshold(threshold)
         # Under a caller's inference mode no tensor could join an autograd graph.
         with torch.inference_mode(False):
             return self._explain(img, classes, threshold)
@@ -319,7 +330,7 @@ class GradCAM:
             labels = self._output_labels(int(logits.shape[1]))
             probabilities = torch.sigmoid(logits.detach().float()).cpu()
             thresholds = self._thresholds(len(labels), threshold)
-            wanted = _resolve_classes(classes, labels, batch, probabilities, thresholds)
+            wanted = resolve_classes(classes, labels, batch, probabilities, thresholds)
             activations = self._activations(captured) if any(wanted) else []
             raw = self._raw_maps(logits, activations, wanted, size) if any(wanted) else None
         return self._explanation(
@@ -755,98 +766,6 @@ def _named_layer(model: nn.Module, spec: LayerSpec) -> tuple[str, nn.Module]:
     raise ValueError(
         f"target layer {type(spec).__name__} is not a submodule of {type(model).__name__}"
     )
-
-
-def _resolve_classes(
-    classes: ClassSpec | Sequence[ClassSpec] | Sequence[Sequence[ClassSpec]] | None,
-    labels: tuple[str, ...],
-    batch: int,
-    probabilities: torch.Tensor,
-    thresholds: torch.Tensor,
-) -> list[list[int]]:
-    """Output indices to explain, per image."""
-    if classes is None:
-        positive = probabilities >= thresholds
-        return [torch.nonzero(row).flatten().tolist() for row in positive]
-    if _is_class(classes):
-        return [[_class_index(classes, labels)]] * batch
-    if not isinstance(classes, Sequence):
-        raise TypeError(
-            f"classes must be None, a label name or index, or a sequence of them, got "
-            f"{type(classes).__name__}"
-        )
-    if all(_is_class(c) for c in classes):
-        shared = _class_indices(classes, labels, "classes")
-        return [list(shared) for _ in range(batch)]
-    if not all(isinstance(c, Sequence) and not isinstance(c, str) for c in classes):
-        raise TypeError(
-            "classes must be a sequence of label names / indices (same for every image) or a "
-            "sequence of such sequences (one per image), not a mix"
-        )
-    if len(classes) != batch:
-        raise ValueError(
-            f"classes has {len(classes)} per-image entries but the batch has {batch} images"
-        )
-    return [_class_indices(c, labels, f"classes[{b}]") for b, c in enumerate(classes)]
-
-
-def _is_class(value: object) -> TypeGuard[ClassSpec]:
-    return isinstance(value, str | int) and not isinstance(value, bool)
-
-
-def _class_indices(values: Any, labels: tuple[str, ...], where: str) -> list[int]:
-    if not all(_is_class(v) for v in values):
-        raise TypeError(f"{where} must hold label names or indices, got {list(values)!r}")
-    indices = [_class_index(v, labels) for v in values]
-    repeated = sorted({labels[k] for k, n in Counter(indices).items() if n > 1})
-    if repeated:
-        raise ValueError(f"{where} asks for {repeated} more than once")
-    return indices
-
-
-def _class_index(value: ClassSpec, labels: tuple[str, ...]) -> int:
-    if isinstance(value, str):
-        if value in labels:
-            return labels.index(value)
-        close = difflib.get_close_matches(value, labels, n=3)
-        hint = f" (did you mean {close}?)" if close else ""
-        raise ValueError(f"unknown class {value!r}{hint}; the model's labels are {list(labels)}")
-    if not 0 <= value < len(labels):
-        raise ValueError(
-            f"class index {value} is out of range; the model has {len(labels)} outputs "
-            f"(0..{len(labels) - 1})"
-        )
-    return value
-
-
-def _check_threshold(threshold: float | None) -> float | None:
-    if threshold is None:
-        return None
-    if isinstance(threshold, bool) or not isinstance(threshold, int | float):
-        raise TypeError(f"threshold must be a float in [0, 1], got {type(threshold).__name__}")
-    if not 0.0 <= threshold <= 1.0:
-        raise ValueError(f"threshold must lie in [0, 1], got {threshold}")
-    return float(threshold)
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    """The module inside ``torch.compile`` and (Distributed)DataParallel wrappers."""
-    while True:
-        # torch.compile returns an OptimizedModule that keeps the original as ``_orig_mod``.
-        inner = getattr(model, "_orig_mod", None)
-        if isinstance(inner, nn.Module):
-            model = inner
-        elif isinstance(model, DistributedDataParallel | DataParallel):
-            model = model.module
-        else:
-            return model
-
-
-def _model_labels(model: nn.Module) -> tuple[str, ...] | None:
-    labels = getattr(model, "labels", None)
-    if isinstance(labels, Sequence) and labels and all(isinstance(x, str) for x in labels):
-        return tuple(labels)
-    return None
 
 
 def _optional_int(model: nn.Module, name: str) -> int | None:

@@ -58,7 +58,11 @@ from chexviz.evaluate.chexlocalize.human import (
     precision_sensitivity_specificity,
     score_human_benchmark,
 )
-from chexviz.evaluate.chexlocalize.pipeline import run_chexlocalize
+from chexviz.evaluate.chexlocalize.pipeline import (
+    CheXlocalizeMaps,
+    chexlocalize_maps,
+    run_chexlocalize,
+)
 from chexviz.evaluate.chexlocalize.scoring import (
     CheXlocalizeScores,
     GroundTruth,
@@ -75,10 +79,12 @@ from chexviz.evaluate.chexlocalize.tuning import (
 __all__ = [
     "DEFAULT_CUTOFFS",
     "DEFAULT_THRESHOLDS",
+    "CheXlocalizeMaps",
     "CheXlocalizeScores",
     "CheXlocalizeTuning",
     "GroundTruth",
     "HeatmapLike",
+    "chexlocalize_maps",
     "feature_correlations",
     "geometric_features",
     "ground_truth_overlay",
