@@ -818,7 +818,7 @@ def write_html_report(
         [quality] if max_bytes is None else [quality, *range(quality - 10, _MIN_QUALITY - 1, -10)]
     )
     top = (
-        _top_html(notes, verdict, labels, batches[0].thresholds.numpy(), marks)
+        _top_html(notes, verdict, labels, batches[0].thresholds.cpu().numpy(), marks)
         + "\n"
         + _summaries_html(summaries, marks)
     )
