@@ -89,7 +89,7 @@ class Canvas:
     afresh for every map, each is a new mapping whose pages the kernel faults in and zeroes,
     which costs about as much as the arithmetic. A canvas keeps one flat buffer per role, as
     large as the largest image so far, and hands out contiguous views of the size asked for;
-    the kernels are the same as [`resize_map`][] and [`otsu_fill`][], so are the bits.
+    the kernels are the same as `resize_map` and `otsu_fill`, so are the bits.
 
     A view is overwritten by the next call that uses its role: callers finish with one map
     before starting the next.
@@ -109,7 +109,7 @@ class Canvas:
         return flat[:count].reshape(size)
 
     def resize(self, heatmap: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        """[`resize_map`][] into the canvas: the same kernel (``F.interpolate`` calls it)."""
+        """`resize_map` into the canvas: the same kernel (``F.interpolate`` calls it)."""
         count = size[0] * size[1]
         flat = self._tensors.get(heatmap.dtype)
         if flat is None or flat.numel() < count:
@@ -121,7 +121,7 @@ class Canvas:
         return out[0, 0]
 
     def otsu_fill(self, normalised: np.ndarray) -> Mask:
-        """[`otsu_fill`][] with the canvas's buffers (the mask is one of them)."""
+        """`otsu_fill` with the canvas's buffers (the mask is one of them)."""
         size = (normalised.shape[0], normalised.shape[1])
         scaled = self.array("scaled", size, normalised.dtype)
         np.multiply(normalised, 255, out=scaled)

@@ -143,7 +143,9 @@ def tune_chexlocalize(
     The reference re-reads, resizes and segments every image once per candidate. Here each
     heatmap is resized and normalised once: the pixels above every threshold, inside and
     outside the ground truth, are counted on that one map, and the Otsu segmentation is made
-    once, since a cutoff only decides whether it is kept.
+    once, since a cutoff only decides whether it is kept. The full-resolution arrays are
+    reused from one map to the next rather than allocated for each; the numbers are those of
+    the per-candidate loop, bit for bit.
 
     Departures: the reference's cutoff script keeps a segmentation when the probability is
     strictly above the cutoff, while its segmentation script (which applies the cutoffs)
