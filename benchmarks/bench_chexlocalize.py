@@ -19,11 +19,21 @@ Measured, in one run:
    (``tune_heatmap_threshold.py``, ``tune_probability_threshold.py``): for every candidate,
    every CXR's heatmap is resized, normalised and segmented again and its ground truth
    decoded again. The loop uses chexviz's own ``segment_heatmap`` and reader, so the ratio is
-   the algorithm's, not a library's. The loop takes about 40 minutes for 234 CXRs here, so both
+   the algorithm's, not a library's. The loop takes tens of minutes for 234 CXRs here, so both
    are timed on the first ``--subset`` CXRs, round-robin, ``--rounds`` times (medians), and
-   ``tune_chexlocalize`` also on all 234.
+   ``tune_chexlocalize`` also on all 234. The same rounds time the floor of any one-pass tuner
+   that keeps the reference's bits: each map resized and normalised once, nothing else; the
+   loop's time over that floor bounds the ratio. ``--profile`` adds a cProfile summary of one
+   ``tune_chexlocalize`` run on the subset.
+3. **Comparing methods**: ``--methods`` (default 4) "methods", the same findings with more or
+   less noise in the maps, each tuned on the first half of the CXRs (``tune_chexlocalize``,
+   thresholds) and scored on the second (``score_chexlocalize`` with the tuned thresholds,
+   both baselines, 1,000 resamples): the calls ``compare_methods`` makes per method once the
+   maps exist. Making the maps is the model's cost and is not timed.
 
-Run with ``OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_chexlocalize.py``.
+Run with ``OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_chexlocalize.py``
+(the ratio depends on the thread count: torch spreads the resize, most of the loop's work,
+over every thread, while the one-pass tuner's NumPy work runs on one).
 """
 
 from __future__ import annotations

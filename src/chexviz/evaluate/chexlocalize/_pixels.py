@@ -84,7 +84,7 @@ def resize_map(heatmap: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 class Canvas:
     """Full-resolution scratch arrays, reused from one map to the next.
 
-    One 6.5-megapixel map passes through about 60 MB of intermediate arrays (the resized map,
+    One 6.5-megapixel map passes through about 70 MB of intermediate arrays (the resized map,
     ``255 * map``, its 8-bit copy, Otsu's binary image, the filled mask, a comparison). Made
     afresh for every map, each is a new mapping whose pages the kernel faults in and zeroes,
     which costs about as much as the arithmetic. A canvas keeps one flat buffer per role, as
