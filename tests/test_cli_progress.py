@@ -31,8 +31,8 @@ def test_demo_prints_a_timestamped_line_per_stage_and_epoch(
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if re.match(rf"{_STAMP} chexviz demo ", line)]
     assert lines[0].endswith("chexviz demo starting (importing torch and the models)")
-    for number in range(1, 8):
-        assert sum(f"chexviz demo [{number}/7] " in line for line in lines) == 1, number
+    for number in range(1, 9):
+        assert sum(f"chexviz demo [{number}/8] " in line for line in lines) == 1, number
     epochs = [line for line in lines if re.search(r"chexviz demo epoch \d/2: ", line)]
     assert [line.split("epoch ")[1][:3] for line in epochs] == ["1/2", "2/2"]
     for line in epochs:
@@ -42,7 +42,7 @@ def test_demo_prints_a_timestamped_line_per_stage_and_epoch(
         assert re.search(r"time left \d+:\d\d", line), line
     assert epochs[-1].endswith("time left 0:00")
     assert any("synthetic CheXpert: patients" in line for line in lines)
-    assert err.index("[1/7]") < err.index("epoch 1/2") < err.index("[3/7]")
+    assert err.index("[1/8]") < err.index("epoch 1/2") < err.index("[3/8]")
 
 
 def test_quiet_prints_no_progress(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -57,7 +57,7 @@ def test_quiet_prints_no_progress(tmp_path: Path, capsys: pytest.CaptureFixture[
 def test_quiet_stays_quiet_with_verbose(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     _demo(tmp_path, "--quiet", "--verbose")
     err = capsys.readouterr().err
-    assert "[1/7]" not in err
+    assert "[1/8]" not in err
     assert "epoch 1/2:" not in err
 
 

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 
 __all__ = [
+    "Canvas",
     "Mask",
     "as_map",
     "binarise",
@@ -80,6 +81,61 @@ def resize_map(heatmap: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     ].contiguous()
 
 
+class Canvas:
+    """Full-resolution scratch arrays, reused from one map to the next.
+
+    One 6.5-megapixel map passes through about 70 MB of intermediate arrays (the resized map,
+    ``255 * map``, its 8-bit copy, Otsu's binary image, the filled mask, a comparison). Made
+    afresh for every map, each is a new mapping whose pages the kernel faults in and zeroes,
+    which costs about as much as the arithmetic. A canvas keeps one flat buffer per role, as
+    large as the largest image so far, and hands out contiguous views of the size asked for;
+    the kernels are the same as `resize_map` and `otsu_fill`, so are the bits.
+
+    A view is overwritten by the next call that uses its role: callers finish with one map
+    before starting the next.
+    """
+
+    def __init__(self) -> None:
+        self._arrays: dict[tuple[str, np.dtype[np.generic]], np.ndarray] = {}
+        self._tensors: dict[torch.dtype, torch.Tensor] = {}
+
+    def array(self, role: str, size: tuple[int, int], dtype: npt.DTypeLike) -> np.ndarray:
+        """A C-contiguous ``size`` view of the ``role`` buffer (contents undefined)."""
+        key = (role, np.dtype(dtype))
+        count = size[0] * size[1]
+        flat = self._arrays.get(key)
+        if flat is None or flat.size < count:
+            flat = self._arrays[key] = np.empty(count, dtype=key[1])
+        return flat[:count].reshape(size)
+
+    def resize(self, heatmap: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """`resize_map` into the canvas: the same kernel (``F.interpolate`` calls it)."""
+        count = size[0] * size[1]
+        flat = self._tensors.get(heatmap.dtype)
+        if flat is None or flat.numel() < count:
+            flat = self._tensors[heatmap.dtype] = torch.empty(count, dtype=heatmap.dtype)
+        out = flat[:count].view(1, 1, *size)
+        torch.ops.aten.upsample_bilinear2d.out(
+            heatmap[None, None], list(size), False, None, None, out=out
+        )
+        return out[0, 0]
+
+    def otsu_fill(self, normalised: np.ndarray) -> Mask:
+        """`otsu_fill` with the canvas's buffers (the mask is one of them)."""
+        size = (normalised.shape[0], normalised.shape[1])
+        scaled = self.array("scaled", size, normalised.dtype)
+        np.multiply(normalised, 255, out=scaled)
+        grey = self.array("grey", size, np.uint8)
+        np.copyto(grey, scaled, casting="unsafe")  # as astype: truncation toward zero
+        binary = self.array("binary", size, np.uint8)
+        cv2.threshold(grey, 0, 255, cv2.THRESH_BINARY | cv2.THRESH_OTSU, dst=binary)
+        contours, _ = cv2.findContours(binary, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        filled = self.array("filled", size, np.uint8)
+        filled.fill(0)
+        cv2.drawContours(filled, [c for c in contours if len(c) > 1], -1, 1, thickness=cv2.FILLED)
+        return filled.view(np.bool_)
+
+
 def normalise_(
     resized: torch.Tensor, extremes: tuple[torch.Tensor, torch.Tensor] | None = None
 ) -> np.ndarray | None:
@@ -104,12 +160,7 @@ def otsu_fill(normalised: np.ndarray) -> Mask:
     the outer contours with OpenCV covers the same pixels (tests compare the two), because an
     inner contour lies inside its outer one. Contours of a single point are dropped there too.
     """
-    grey = (normalised * 255).astype(np.uint8)
-    _, binary = cv2.threshold(grey, 0, 255, cv2.THRESH_BINARY | cv2.THRESH_OTSU)
-    contours, _ = cv2.findContours(binary, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-    filled = np.zeros(grey.shape, dtype=np.uint8)
-    cv2.drawContours(filled, [c for c in contours if len(c) > 1], -1, 1, thickness=cv2.FILLED)
-    return filled.view(np.bool_)
+    return Canvas().otsu_fill(normalised)
 
 
 def binarise(normalised: np.ndarray | None, size: tuple[int, int], threshold: object) -> Mask:

@@ -17,11 +17,11 @@ from tqdm.auto import tqdm
 from chexviz.data.chexlocalize import chexlocalize_name
 from chexviz.evaluate.chexlocalize._inputs import Inputs, probability_of
 from chexviz.evaluate.chexlocalize._pixels import (
-    binarise,
+    Canvas,
+    Mask,
     check_threshold,
     mask_iou,
     normalise_,
-    resize_map,
 )
 
 if TYPE_CHECKING:
@@ -104,6 +104,25 @@ def _candidates(values: Iterable[float], what: str) -> np.ndarray:
     return array
 
 
+def _counts_above(
+    normalised: np.ndarray, truth: Mask, levels: np.ndarray, canvas: Canvas
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per level: the pixels above it, and those of them inside ``truth`` (int64 each).
+
+    The comparisons are made in the map's dtype against float32 levels, as the reference's
+    ``map > threshold``; the boolean image goes into the canvas instead of a new array.
+    """
+    above = canvas.array("above", truth.shape, np.bool_)
+    inside = normalised[truth]
+    predicted = np.empty(len(levels), dtype=np.int64)
+    inter = np.empty(len(levels), dtype=np.int64)
+    for k, level in enumerate(levels):
+        np.greater(normalised, level, out=above)
+        predicted[k] = np.count_nonzero(above)
+        inter[k] = np.count_nonzero(inside > level)
+    return predicted, inter
+
+
 def tune_chexlocalize(
     heatmaps: Mapping[tuple[str, str], HeatmapLike],
     ground_truth: GroundTruth,
@@ -124,7 +143,9 @@ def tune_chexlocalize(
     The reference re-reads, resizes and segments every image once per candidate. Here each
     heatmap is resized and normalised once: the pixels above every threshold, inside and
     outside the ground truth, are counted on that one map, and the Otsu segmentation is made
-    once, since a cutoff only decides whether it is kept.
+    once, since a cutoff only decides whether it is kept. The full-resolution arrays are
+    reused from one map to the next rather than allocated for each; the numbers are those of
+    the per-candidate loop, bit for bit.
 
     Departures: the reference's cutoff script keeps a segmentation when the probability is
     strictly above the cutoff, while its segmentation script (which applies the cutoffs)
@@ -160,27 +181,31 @@ def tune_chexlocalize(
     n_cutoffs = 0 if limits is None else len(limits)
     cutoff_sum = {label: np.zeros(n_cutoffs) for label in labels}
     cutoff_n = {label: np.zeros(n_cutoffs, dtype=np.int64) for label in labels}
+    canvas = Canvas()
     for cxr in tqdm(inputs.cxrs, desc="tuning", unit="CXR", disable=None if progress else True):
         for pair in inputs.pairs(cxr):
             if pair.empty and not full_set:
                 continue
             truth = inputs.truth(pair)
-            normalised = normalise_(resize_map(inputs.heatmap(pair), pair.size))
-            if truth is not None:
+            normalised = normalise_(canvas.resize(inputs.heatmap(pair), pair.size))
+            if truth is not None and normalised is not None:
+                # A constant map segments nothing: its IoU is undefined on the slice.
+                predicted, inter = _counts_above(normalised, truth, levels, canvas)
                 truth_pixels = int(np.count_nonzero(truth))
-                inside = normalised[truth] if normalised is not None else None
-                for k, level in enumerate(levels):
-                    if normalised is None:
-                        continue  # empty segmentation: IoU undefined on the slice
-                    predicted = int(np.count_nonzero(normalised > level))
-                    if predicted == 0:
-                        continue
-                    inter = int(np.count_nonzero(inside > level))
-                    threshold_sum[pair.label][k] += inter / (predicted + truth_pixels - inter)
-                    threshold_n[pair.label][k] += 1
+                scored = predicted > 0
+                threshold_sum[pair.label][scored] += inter[scored] / (
+                    predicted[scored] + truth_pixels - inter[scored]
+                )
+                threshold_n[pair.label][scored] += 1
             if limits is not None:
                 probability = probability_of(probabilities, pair)
-                otsu, _ = mask_iou(binarise(normalised, pair.size, None), truth, False)
+                otsu, _ = mask_iou(
+                    np.zeros(pair.size, dtype=np.bool_)
+                    if normalised is None
+                    else canvas.otsu_fill(normalised),
+                    truth,
+                    False,
+                )
                 empty = 0.0 if truth is not None else math.nan
                 for k, limit in enumerate(limits):
                     value = otsu if probability >= limit else empty
