@@ -35,6 +35,7 @@ from chexviz._internal.cases import (
     complete_replicates,
     enough_cases,
 )
+from chexviz.evaluate._bootstrap import percentile_interval
 from chexviz.evaluate.chexlocalize.pipeline import chexlocalize_maps
 from chexviz.evaluate.chexlocalize.scoring import CheXlocalizeScores, score_chexlocalize
 from chexviz.evaluate.chexlocalize.tuning import tune_chexlocalize
@@ -499,19 +500,6 @@ def compare_localization(
     )
 
 
-def _interval(replicates: np.ndarray) -> tuple[float, float]:
-    """The reference ``eval.py``'s 95% percentile interval, as ``CheXlocalizeScores`` gives it.
-
-    The sorted defined replicates at ranks ``int(0.025 n) - 1`` and ``int(0.975 n) - 1``.
-    """
-    ordered = np.sort(replicates[~np.isnan(replicates)])
-    if len(ordered) == 0:
-        return math.nan, math.nan
-    lower = max(int(0.025 * len(ordered)) - 1, 0)
-    upper = max(int(0.975 * len(ordered)) - 1, 0)
-    return float(ordered[lower]), float(ordered[upper])
-
-
 def _best(names: list[str], values: list[float]) -> str:
     """The name with the highest value (the first on ties); NaN counts as lowest."""
     ranked = [-math.inf if math.isnan(value) else value for value in values]
@@ -525,7 +513,7 @@ def _key_of(metric: str) -> str:
 def _estimate(name: str, value: float, replicates: np.ndarray | None, ok: bool) -> dict[str, float]:
     if not ok or replicates is None:
         return {name: math.nan, f"{name}_lower": math.nan, f"{name}_upper": math.nan}
-    lower, upper = _interval(replicates)
+    lower, upper = percentile_interval(replicates)
     return {name: float(value), f"{name}_lower": lower, f"{name}_upper": upper}
 
 

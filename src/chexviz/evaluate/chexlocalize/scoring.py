@@ -31,6 +31,7 @@ from chexviz._internal.cases import (
     enough_cases,
 )
 from chexviz.data.chexlocalize import chexlocalize_name, chexpert_name
+from chexviz.evaluate._bootstrap import percentile_interval
 from chexviz.evaluate.chexlocalize._inputs import Inputs, Pair, probability_of
 from chexviz.evaluate.chexlocalize._pixels import (
     binarise,
@@ -52,7 +53,6 @@ GroundTruth = Mapping[str, Mapping[str, npt.NDArray[np.bool_]]]
 [`read_chexlocalize`][chexviz.data.chexlocalize.read_chexlocalize] returns; any mapping of that
 shape works (a plain ``dict`` of arrays, too)."""
 
-_CONFIDENCE = 0.05
 _PRIOR_GRID = 64
 _METRICS = ("iou", "hit")
 _BASELINES = ("chance_iou", "chance_hit", "prior_iou", "prior_hit")
@@ -198,7 +198,7 @@ class CheXlocalizeScores:
             records = []
             for name in sorted(replicates.columns):
                 values = replicates[name].to_numpy()
-                lower, upper = _interval(values)
+                lower, upper = percentile_interval(values)
                 defined = values[~np.isnan(values)]
                 mean = float(defined.mean()) if defined.size else math.nan
                 records.append(
@@ -213,21 +213,6 @@ class CheXlocalizeScores:
             pd.DataFrame.from_records(records).to_csv(summary_path, index=False)
             written += [path, boot_path, summary_path]
         return written
-
-
-def _interval(replicates: np.ndarray) -> tuple[float, float]:
-    """The reference's percentile interval: the sorted replicates at fixed ranks.
-
-    Replicates in which the metric is undefined (no defined value was drawn) are left out;
-    the reference sorts them last, which can make its upper bound NaN.
-    """
-    ordered = np.sort(replicates[~np.isnan(replicates)])
-    count = len(ordered)
-    if count == 0:
-        return math.nan, math.nan
-    lower = max(int(_CONFIDENCE / 2 * count) - 1, 0)
-    upper = max(int((1 - _CONFIDENCE / 2) * count) - 1, 0)
-    return float(ordered[lower]), float(ordered[upper])
 
 
 def _bootstrap_weights(n_rows: int, n_bootstrap: int, seed: int) -> np.ndarray:
@@ -311,7 +296,7 @@ def _summarise(
         replicates[name] = pd.DataFrame(boot, columns=list(labels))
         for column, label in enumerate(labels):
             ok = bool(enough[column])
-            lower, upper = _interval(boot[:, column]) if ok else (math.nan, math.nan)
+            lower, upper = percentile_interval(boot[:, column]) if ok else (math.nan, math.nan)
             rows[label] |= {
                 name: float(point[column]) if ok else math.nan,
                 f"{name}_lower": lower,
@@ -345,7 +330,7 @@ def _summarise(
             mean_replicates[name] = stacked[:, kept].mean(axis=1)
         else:
             mean_replicates[name] = np.full(n_bootstrap, np.nan)
-        lower, upper = _interval(mean_replicates[name])
+        lower, upper = percentile_interval(mean_replicates[name])
         rows["mean"] |= {
             name: float(point[kept].mean()) if len(kept) else math.nan,
             f"{name}_lower": lower,
