@@ -102,3 +102,13 @@ def test_map_maker_by_name_and_callable() -> None:
         map_maker("gradcm", model)
     with pytest.raises(ValueError, match=r"has no \.model"):
         map_maker(lambda m: object(), model)
+
+
+@pytest.mark.parametrize("maker", [GradCAM, IntegratedGradients])
+def test_thresholds_of_the_wrong_shape_are_refused_by_every_method(maker) -> None:
+    # Integrated Gradients used to fall back to 0.5 silently where Grad-CAM refused.
+    model = _net()
+    model.thresholds = torch.full((5,), 0.3)  # the model has three outputs
+    images = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match=r"model.thresholds has shape \[5\], expected \[3\]"):
+        maker(model).explain(images)

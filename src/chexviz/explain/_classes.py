@@ -116,3 +116,36 @@ def model_labels(model: nn.Module) -> tuple[str, ...] | None:
     if isinstance(labels, Sequence) and labels and all(isinstance(x, str) for x in labels):
         return tuple(labels)
     return None
+
+
+DEFAULT_THRESHOLD = 0.5
+"""The threshold of a model without ``thresholds``."""
+
+
+def output_labels(labels: tuple[str, ...] | None, width: int) -> tuple[str, ...]:
+    """The names of a model's ``width`` outputs: its ``labels``, or ``"0"`` .. ``"K-1"``.
+
+    Raises:
+        ValueError: If the model has labels but not one per output.
+    """
+    if labels is None:
+        return tuple(str(k) for k in range(width))
+    if len(labels) != width:
+        raise ValueError(f"the model has {len(labels)} labels but returned {width} outputs")
+    return labels
+
+
+def model_thresholds(model: nn.Module, n_labels: int, override: float | None) -> torch.Tensor:
+    """The thresholds that choose positives: ``override``, the model's own, or 0.5 each.
+
+    Raises:
+        ValueError: If ``model.thresholds`` is a tensor that is not one value per output.
+    """
+    if override is not None:
+        return torch.full((n_labels,), override, dtype=torch.float32)
+    own = getattr(model, "thresholds", None)
+    if isinstance(own, torch.Tensor):
+        if tuple(own.shape) != (n_labels,):
+            raise ValueError(f"model.thresholds has shape {list(own.shape)}, expected [{n_labels}]")
+        return own.detach().to("cpu", torch.float32).clone()
+    return torch.full((n_labels,), DEFAULT_THRESHOLD, dtype=torch.float32)

@@ -34,6 +34,8 @@ from chexviz.explain._classes import (
     ClassSpec,
     check_threshold,
     model_labels,
+    model_thresholds,
+    output_labels,
     resolve_classes,
     unwrap,
 )
@@ -66,7 +68,6 @@ ImageInput: TypeAlias = (
 """What ``explain`` accepts: a tensor ``[C, H, W]`` / ``[B, C, H, W]``, or image file(s) / PIL
 image(s)."""
 
-_DEFAULT_THRESHOLD = 0.5
 _TRACE_SIZE = 224
 _GLOBAL_POOLS = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
 
@@ -327,9 +328,9 @@ class GradCAM:
             # runs without building a graph; leaving the context restores the caller's mode.
             with torch.no_grad():
                 logits = self._forward(images.to(device=device, dtype=dtype))
-            labels = self._output_labels(int(logits.shape[1]))
+            labels = output_labels(self._labels, int(logits.shape[1]))
             probabilities = torch.sigmoid(logits.detach().float()).cpu()
-            thresholds = self._thresholds(len(labels), threshold)
+            thresholds = model_thresholds(self._model, len(labels), threshold)
             wanted = resolve_classes(classes, labels, batch, probabilities, thresholds)
             activations = self._activations(captured) if any(wanted) else []
             raw = self._raw_maps(logits, activations, wanted, size) if any(wanted) else None
@@ -516,27 +517,6 @@ class GradCAM:
             shape = list(output.shape) if isinstance(output, torch.Tensor) else type(output)
             raise ValueError(f"the model must return logits [B, K], got {shape}")
         return output
-
-    def _output_labels(self, width: int) -> tuple[str, ...]:
-        if self._labels is None:
-            return tuple(str(k) for k in range(width))
-        if len(self._labels) != width:
-            raise ValueError(
-                f"the model has {len(self._labels)} labels but returned {width} outputs"
-            )
-        return self._labels
-
-    def _thresholds(self, n_labels: int, override: float | None) -> torch.Tensor:
-        if override is not None:
-            return torch.full((n_labels,), override, dtype=torch.float32)
-        own = getattr(self._model, "thresholds", None)
-        if isinstance(own, torch.Tensor):
-            if tuple(own.shape) != (n_labels,):
-                raise ValueError(
-                    f"model.thresholds has shape {list(own.shape)}, expected [{n_labels}]"
-                )
-            return own.detach().to("cpu", torch.float32).clone()
-        return torch.full((n_labels,), _DEFAULT_THRESHOLD, dtype=torch.float32)
 
     def _activations(self, captured: list[list[torch.Tensor]]) -> list[torch.Tensor]:
         activations = []

@@ -21,6 +21,8 @@ from chexviz.explain._classes import (
     ClassSpec,
     check_threshold,
     model_labels,
+    model_thresholds,
+    output_labels,
     resolve_classes,
     unwrap,
 )
@@ -30,8 +32,6 @@ __all__ = ["DEFAULT_STEPS", "IntegratedGradients"]
 
 DEFAULT_STEPS = 50
 """Riemann steps of the path integral (captum's default)."""
-
-_DEFAULT_THRESHOLD = 0.5
 
 
 def _captum_integrated_gradients() -> Any:
@@ -154,9 +154,9 @@ class IntegratedGradients:
                 logits = model(inputs)
             if not isinstance(logits, torch.Tensor) or logits.ndim != 2:
                 raise ValueError("the model must return logits [B, K]")
-            labels = self._output_labels(int(logits.shape[1]))
+            labels = output_labels(self._labels, int(logits.shape[1]))
             probabilities = torch.sigmoid(logits.float()).cpu()
-            thresholds = self._thresholds(len(labels), threshold)
+            thresholds = model_thresholds(self._model, len(labels), threshold)
             wanted = resolve_classes(classes, labels, len(images), probabilities, thresholds)
             owners = [b for b, row in enumerate(wanted) for _ in row]
             targets = [k for row in wanted for k in row]
@@ -203,20 +203,3 @@ class IntegratedGradients:
             method="ig",
             source_sizes=(),
         )
-
-    def _output_labels(self, width: int) -> tuple[str, ...]:
-        if self._labels is None:
-            return tuple(str(k) for k in range(width))
-        if len(self._labels) != width:
-            raise ValueError(
-                f"the model has {len(self._labels)} labels but returned {width} outputs"
-            )
-        return self._labels
-
-    def _thresholds(self, n_labels: int, override: float | None) -> torch.Tensor:
-        if override is not None:
-            return torch.full((n_labels,), override, dtype=torch.float32)
-        own = getattr(self._model, "thresholds", None)
-        if isinstance(own, torch.Tensor) and tuple(own.shape) == (n_labels,):
-            return own.detach().to("cpu", torch.float32).clone()
-        return torch.full((n_labels,), _DEFAULT_THRESHOLD, dtype=torch.float32)
