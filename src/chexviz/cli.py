@@ -685,6 +685,7 @@ def _run_evaluate(args: argparse.Namespace) -> None:
         args.csv,
         image_size=model.image_size,
         in_channels=model.in_channels,
+        crop=model.input_crop,
         labels=model.labels,
         progress=args.progress,
     )
@@ -849,6 +850,7 @@ def _run_external(args: argparse.Namespace) -> None:
     common: dict[str, Any] = {
         "image_size": model.image_size,
         "in_channels": model.in_channels,
+        "crop": model.input_crop,
         "labels": model.labels,
         "cache_dir": args.cache_dir,
         "progress": args.progress,
@@ -938,6 +940,7 @@ def _run_localize(args: argparse.Namespace) -> None:
     thresholds = read_tuning_csv(args.thresholds) if args.thresholds else None
     cutoffs = read_tuning_csv(args.cutoffs) if args.cutoffs else None
     model = _load_model(args.model)
+    _refuse_cropped(model, args.model)
     data = CheXpertDataset(
         args.data,
         args.csv,
@@ -985,6 +988,22 @@ def _run_localize(args: argparse.Namespace) -> None:
     print(f"tables and figures: {args.out}")
 
 
+def _refuse_cropped(model: MultiLabelClassifier, spec: str | Path) -> None:
+    """Refuses to score a centre-cropping model against whole-image annotations.
+
+    Its heatmaps cover each X-ray's centred square, while the boxes and segmentations are
+    drawn on the whole image; scoring one against the other would need the annotations
+    shifted and cut to the square, which chexviz does not do.
+    """
+    if model.input_crop != "whole":
+        raise ValueError(
+            f"localize cannot score model {str(spec)!r}: it sees each X-ray's centred square "
+            f"(input_crop={model.input_crop!r}, as torchxrayvision's models do), but the boxes "
+            "are drawn on the whole image; chexviz does not shift annotations to the crop. "
+            "Use `chexviz explain` for its heatmaps"
+        )
+
+
 def _run_localize_methods(args: argparse.Namespace) -> None:
     """Several methods by the CheXlocalize protocol on the same X-rays, side by side."""
     from chexviz.data.chexlocalize import read_chexlocalize
@@ -1000,6 +1019,7 @@ def _run_localize_methods(args: argparse.Namespace) -> None:
         raise ValueError("--validation-csv and --validation-ground-truth go together")
     ground_truth = read_chexlocalize(args.ground_truth)
     model = _load_model(args.model)
+    _refuse_cropped(model, args.model)
 
     def dataset(csv: str) -> CheXpertDataset:
         return CheXpertDataset(
@@ -1067,6 +1087,7 @@ def _run_localize_nih(args: argparse.Namespace) -> None:
     from chexviz.explain.gradcam import GradCAM
 
     model = _load_model(args.model)
+    _refuse_cropped(model, args.model)
     side = args.nih_image_size
     boxes = read_nih_boxes(args.nih_boxes, drawn_on=(side, side), root=args.data)
     sizes = boxes[["width", "height"]].value_counts()

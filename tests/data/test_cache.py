@@ -256,3 +256,14 @@ def test_a_link_planted_as_the_lock_is_not_followed(tmp_path: Path) -> None:
     with pytest.raises(OSError, match="lock"):
         open_or_build_cache(tmp_path, "p" * 64, 5, SIZE, Loader(), progress=False)
     assert target.read_bytes() == b"keep me"
+
+
+def test_key_covers_a_center_crop_and_keeps_whole_image_keys() -> None:
+    rows = pd.DataFrame({"Path": ["a/patient1/study1/view1_frontal.jpg"], "Cardiomegaly": [1.0]})
+    key = cache_key(rows, image_size=64, image_root="/chexviz-fixed-root")
+    # Computed once with the code before crop existed: whole-image caches stay valid.
+    assert key == "8ef2e93e69bffa7ca921212735662d2b075ead3bb032d16d7a6e13d18a9b9242"
+    assert key == cache_key(rows, image_size=64, image_root="/chexviz-fixed-root", crop="whole")
+    assert key != cache_key(rows, image_size=64, image_root="/chexviz-fixed-root", crop="center")
+    with pytest.raises(ValueError, match="crop must be"):
+        cache_key(rows, image_size=64, image_root="/r", crop="square")  # type: ignore[arg-type]

@@ -401,3 +401,24 @@ def test_invalid_arguments(
     release = make_chexpert(patients=1)
     with pytest.raises(ValueError, match=message):
         CheXpertDataset(release, **options)  # type: ignore[arg-type]
+
+
+def test_center_crop_dataset_items_and_cache(make_chexpert: MakeData, tmp_path: Path) -> None:
+    from chexviz.data.images import load_image, to_tensor
+
+    release = make_chexpert(patients=2, studies=1)
+    whole = CheXpertDataset(release, image_size=SIZE, progress=False, cache_dir=tmp_path / "c")
+    center = CheXpertDataset(
+        release, image_size=SIZE, crop="center", progress=False, cache_dir=tmp_path / "c"
+    )
+    lazy = CheXpertDataset(release, image_size=SIZE, crop="center", progress=False)
+    expected = to_tensor(load_image(center.paths[0], size=SIZE, crop="center"))
+    assert torch.equal(center[0][0], expected)
+    assert torch.equal(lazy[0][0], expected)
+    assert not torch.equal(whole[0][0], expected)
+    assert whole.cache is not None and center.cache is not None
+    assert whole.cache.path != center.cache.path
+    assert "crop='center'" in repr(center)
+    assert "crop=" not in repr(whole)
+    with pytest.raises(ValueError, match="crop must be 'whole' or 'center'"):
+        CheXpertDataset(release, image_size=SIZE, crop="middle", progress=False)  # type: ignore[arg-type]

@@ -192,3 +192,46 @@ def test_to_tensor_accepts_read_only_memory() -> None:
 def test_to_tensor_rejects(bad: np.ndarray) -> None:
     with pytest.raises(ValueError, match="image"):
         to_tensor(bad)
+
+
+def test_center_crop_is_xrv_center_crop_then_resize(tmp_path: Path) -> None:
+    xrv = pytest.importorskip("torchxrayvision")
+    from chexviz.models.xrv import center_crop_resize
+
+    pixels = np.random.default_rng(3).integers(0, 256, (200, 300), dtype=np.uint8)
+    for array in (pixels, pixels.T.copy()):  # landscape and portrait
+        path = tmp_path / f"cxr_{array.shape[0]}.png"
+        Image.fromarray(array).save(path)
+        square = xrv.datasets.XRayCenterCrop()(array[None])  # xrv's own crop, same offsets
+        assert square.shape == (1, 200, 200)
+        np.testing.assert_array_equal(load_image(path, size=200, crop="center"), square[0])
+        ours = torch.from_numpy(load_image(path, size=64, crop="center")).float() / 255
+        reference = center_crop_resize(torch.from_numpy(array).float()[None] / 255, 64)[0]
+        # PIL's and torch's antialiased bilinear resizes differ by rounding, not by position.
+        assert float((ours - reference).abs().mean()) < 2 / 255
+        whole = torch.from_numpy(load_image(path, size=64)).float() / 255
+        assert float((whole - reference).abs().mean()) > 5 * float((ours - reference).abs().mean())
+
+
+def test_center_crop_happens_after_exif_orientation_and_jpeg_draft(tmp_path: Path) -> None:
+    # A 400x200 picture stored on its side (EXIF 6): upright it is 200 wide, 400 tall.
+    upright = np.zeros((400, 200), dtype=np.uint8)
+    upright[100:300] = 255  # the centred square is white, the rest black
+    stored = np.rot90(upright, k=1).copy()  # what undoing orientation 6 turns back upright
+    image = Image.fromarray(stored)
+    exif = image.getexif()
+    exif[0x0112] = 6
+    path = tmp_path / "turned.jpg"
+    image.save(path, quality=95, exif=exif)
+    assert ImageOps.exif_transpose(Image.open(path)).size == (200, 400)
+    cropped = load_image(path, size=25, crop="center")  # drafted at 1/8 scale
+    assert cropped.shape == (25, 25)
+    assert cropped[2:-2, 2:-2].min() > 200
+    assert load_image(path, size=25)[:3].max() < 50  # the whole image's black top
+
+
+def test_crop_argument_is_checked(tmp_path: Path) -> None:
+    path = tmp_path / "a.png"
+    Image.fromarray(_grey()).save(path)
+    with pytest.raises(ValueError, match=r"crop must be 'whole' or 'center', got 'centre'"):
+        load_image(path, size=8, crop="centre")  # type: ignore[arg-type]

@@ -838,3 +838,25 @@ def test_cam_invariants(method: CamMethod, batch: int, size: int, seed: int, dat
                 assert float(heat.max()) == pytest.approx(1.0, abs=1e-6)
             else:
                 assert float(heat.max()) == 0.0
+
+
+def test_explain_path_center_crops_for_an_xrv_model(tmp_path: Path) -> None:
+    xrv = pytest.importorskip("torchxrayvision")
+    from chexviz.models.xrv import center_crop_resize, from_torchxrayvision
+
+    net = xrv.models.DenseNet(weights=None)
+    model = from_torchxrayvision(net)
+    assert model.input_crop == "center"
+    size = model.image_size
+    pixels = np.random.default_rng(5).integers(0, 256, (size * 3 // 2, size), dtype=np.uint8)
+    path = tmp_path / "tall.png"
+    Image.fromarray(pixels).save(path)
+    cam = GradCAM(model)
+    from_path = cam.explain(str(path), classes=[0, 1])
+    tensor = center_crop_resize(torch.from_numpy(pixels).float()[None, None] / 255, size)
+    from_tensor = cam.explain(tensor, classes=[0, 1])
+    # The short side is the model's size, so the crop is not resized: the inputs are equal.
+    torch.testing.assert_close(from_path.images, from_tensor.images)
+    for label in from_tensor.heatmaps[0]:
+        torch.testing.assert_close(from_path.heatmap(label), from_tensor.heatmap(label))
+    assert from_path.source_sizes == ((size, size),)

@@ -160,6 +160,7 @@ def test_saved_xrv_classifier_loads_back(cache: Path, tmp_path: Path) -> None:
         torch.testing.assert_close(again(x), model(x))
     assert again.labels == model.labels
     assert again.pretrained_weights == f"torchxrayvision:{CHEX}"
+    assert model.input_crop == again.input_crop == "center"
 
 
 def test_xrv_backbone_needs_one_channel() -> None:
@@ -193,3 +194,29 @@ def test_cli_explains_with_an_xrv_spec(cache: Path, tmp_path: Path) -> None:
     code = main(["explain", str(image), "--model", f"xrv:{CHEX}", "--out", str(out)])
     assert code in (0, None)
     assert (out / "report.html").is_file()
+
+
+def test_old_weight_file_loads_as_whole_and_bad_crop_is_refused(tmp_path: Path) -> None:
+    from chexviz.models.serialization import WeightFileError, read_header, write_weights
+
+    model = MultiLabelClassifier("example_tiny", 2, image_size=32)
+    path = model.save(tmp_path / "old.safetensors")
+    assert "input_crop" not in read_header(path)["config"]  # as files before the field
+    assert MultiLabelClassifier.load(path).input_crop == "whole"
+    bad = {**model.config(), "input_crop": "middle"}
+    write_weights(tmp_path / "bad.safetensors", model.state_dict(), {"config": bad})
+    with pytest.raises(WeightFileError, match="input_crop' must be 'whole' or 'center'"):
+        MultiLabelClassifier.load(tmp_path / "bad.safetensors")
+
+
+def test_cli_localize_refuses_boxes_for_a_center_crop_model(
+    cache: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from chexviz.cli import main
+
+    _publish_densenet(cache, CHEX)
+    boxes = tmp_path / "BBox_List_2017.csv"
+    boxes.write_text("Image Index,Finding Label,Bbox [x,y,w,h],,,\n", encoding="utf-8")
+    argv = ["localize", "--model", f"xrv:{CHEX}", "--data", str(tmp_path)]
+    assert main([*argv, "--nih-boxes", str(boxes), "--out", str(tmp_path / "out")]) == 1
+    assert "boxes are drawn on the whole image" in capsys.readouterr().err

@@ -5,9 +5,10 @@ decodes each image once, in parallel, into a ``uint8 [N, S, S]`` ``.npy`` file, 
 open it with ``np.load(mmap_mode="r")``, so reading an item is a memory copy.
 
 A cache is identified by a key (see [`cache_key`][chexviz.data.cache.cache_key]) that covers
-everything that changes its pixels: the kept CSV rows, the image folder, the image size and
-the decoder version. Images are stored as one grey channel; 3-channel datasets replicate it at
-read time, so one cache serves ``in_channels=1`` and ``in_channels=3``.
+everything that changes its pixels: the kept CSV rows, the image folder, the image size, the
+decoder version, and the crop when it is not the whole image. Images are stored as one grey
+channel; 3-channel datasets replicate it at read time, so one cache serves ``in_channels=1``
+and ``in_channels=3``.
 
 Files are written atomically: the pixels go to a temporary file that is renamed into place
 when complete, and the JSON metadata, renamed last, marks the cache as trusted. An interrupted
@@ -44,6 +45,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from chexviz._internal.atomic import atomic_path, write_bytes_atomic
+from chexviz._internal.checks import Crop, check_crop
 from chexviz._internal.system import usable_cpus
 from chexviz.data.images import ImageDecodeError
 
@@ -107,6 +109,7 @@ def cache_key(
     image_size: int,
     image_root: str | os.PathLike[str],
     csv_path: str | os.PathLike[str] | None = None,
+    crop: Crop = "whole",
 ) -> str:
     """Computes the key of the cache for some CSV rows.
 
@@ -119,12 +122,15 @@ def cache_key(
         csv_path: The CSV the rows come from; its size and modification time are part of the
             key, so a data set rewritten in place (a regenerated synthetic set, a new export
             with the same rows) gets a new cache even when its rows read the same.
+        crop: How the images were made square (see
+            [`load_image`][chexviz.data.images.load_image]). Only ``"center"`` enters the
+            key, so caches of whole images built before the option existed stay valid.
 
     Returns:
         A 64-character hexadecimal SHA-256 digest.
     """
     digest = hashlib.sha256()
-    header = {
+    header: dict[str, object] = {
         "format": CACHE_FORMAT_VERSION,
         "image_size": image_size,
         "image_root": str(Path(image_root).resolve()),
@@ -132,6 +138,8 @@ def cache_key(
     if csv_path is not None:
         stat = Path(csv_path).stat()
         header["csv"] = f"{stat.st_size}:{stat.st_mtime_ns}"
+    if check_crop(crop) != "whole":
+        header["crop"] = crop
     digest.update(json.dumps(header, sort_keys=True).encode())
     digest.update(rows.to_csv(index=False, lineterminator="\n").encode())
     return digest.hexdigest()

@@ -32,7 +32,7 @@ import torch
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from chexviz._internal.checks import check_in_channels
+from chexviz._internal.checks import Crop, check_crop, check_in_channels
 from chexviz.data.cache import (
     LOAD_ERRORS,
     ImageCache,
@@ -77,8 +77,9 @@ class ChestXrayDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
     cells to ``_finish``.
 
     Every item is ``(image, target)``: ``image`` is float32 ``[in_channels, image_size,
-    image_size]`` in ``[0, 1]`` (the whole radiograph resized, normalisation is left to the
-    model) and ``target`` float32 ``[len(labels)]`` in ``{0, 1}`` with NaN for ignored entries.
+    image_size]`` in ``[0, 1]`` (the whole radiograph, or its centred square, resized;
+    normalisation is left to the model) and ``target`` float32 ``[len(labels)]`` in
+    ``{0, 1}`` with NaN for ignored entries.
 
     Attributes:
         frame: The kept rows (index: the row's 0-based position in ``csv_path``, so its line
@@ -90,6 +91,7 @@ class ChestXrayDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         targets: float32 ``[N, L]`` targets after the policies.
         image_size: Side ``S`` of the images.
         in_channels: 1, or 3 for the grey image replicated in three channels.
+        crop: ``"whole"``, or ``"center"`` for each image's centred square.
         uncertainty: The policy of each label, in target order.
         blank: The blank policy.
         csv_path: The table whose lines error messages name.
@@ -113,6 +115,7 @@ class ChestXrayDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         *,
         image_size: int = 128,
         in_channels: int = 1,
+        crop: Crop = "whole",
         uncertainty: UncertaintyPolicy = "zeros",
         blank: BlankPolicy = "zeros",
         transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
@@ -126,6 +129,9 @@ class ChestXrayDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         Args:
             image_size: Side ``S`` of the square images.
             in_channels: 1, or 3 to replicate the grey image.
+            crop: ``"whole"`` (default) resizes each image whole;
+                ``"center"`` takes each image's centred square first (torchxrayvision's
+                crop; see [`load_image`][chexviz.data.images.load_image]).
             uncertainty: What uncertain (``-1.0``) cells become (see
                 [`UncertaintyPolicy`][chexviz.data.labels.UncertaintyPolicy]).
             blank: What blank cells become: ``"zeros"`` or ``"ignore"``.
@@ -143,6 +149,7 @@ class ChestXrayDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
             raise ValueError(f"image_size must be a positive int, got {image_size!r}")
         check_in_channels(in_channels)
+        self.crop: Crop = check_crop(crop)
         if on_error not in ("raise", "skip"):
             raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
         if workers is not None and (isinstance(workers, bool) or workers < 1):
@@ -259,6 +266,7 @@ class ChestXrayDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         return (
             f"{type(self).__name__}({len(self)} items from {str(self.csv_path)!r}, "
             f"image_size={self.image_size}, in_channels={self.in_channels}, "
+            f"{'' if self.crop == 'whole' else f'crop={self.crop!r}, '}"
             f"{'cached' if self.cache is not None else 'lazy'})"
         )
 
@@ -295,7 +303,7 @@ class ChestXrayDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
     def _load(self, path: Path, row: object) -> npt.NDArray[np.uint8]:
         self._check_inside(path, row)
         try:
-            return load_image(path, size=self.image_size)
+            return load_image(path, size=self.image_size, crop=self.crop)
         except FileNotFoundError:
             raise FileNotFoundError(
                 2, f"image file not found ({self._where(row)})", str(path)
@@ -312,6 +320,7 @@ class ChestXrayDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
                 image_size=self.image_size,
                 image_root=self.image_root,
                 csv_path=self.csv_path,
+                crop=self.crop,
             ),
             len(self.paths),
             self.image_size,
@@ -412,9 +421,10 @@ class CheXpertDataset(ChestXrayDataset):
     """CheXpert images and targets from a release CSV.
 
     Every kept CSV row is one item ``(image, target)``: ``image`` is float32
-    ``[in_channels, image_size, image_size]`` in ``[0, 1]`` (the whole radiograph resized,
-    normalisation is left to the model) and ``target`` is float32 ``[len(labels)]`` with values
-    in ``{0, 1}`` and NaN where the uncertainty or blank policy says "ignore".
+    ``[in_channels, image_size, image_size]`` in ``[0, 1]`` (the whole radiograph, or its
+    centred square, resized; normalisation is left to the model) and ``target`` is float32
+    ``[len(labels)]`` with values in ``{0, 1}`` and NaN where the uncertainty or blank policy
+    says "ignore".
 
     Rows are validated when the data set is built: label cells must be ``1.0``, ``0.0``,
     ``-1.0`` or blank, image paths must stay inside the data folder and name a patient folder,
@@ -432,6 +442,7 @@ class CheXpertDataset(ChestXrayDataset):
         targets: float32 ``[N, L]`` targets after the policies.
         image_size: Side ``S`` of the images.
         in_channels: 1, or 3 for the grey image replicated in three channels.
+        crop: ``"whole"``, or ``"center"`` for each image's centred square.
         uncertainty: The policy of each label, in target order (``"zeros"``, ``"ones"`` or
             ``"ignore"``).
         blank: The blank policy.
@@ -454,6 +465,7 @@ class CheXpertDataset(ChestXrayDataset):
         *,
         image_size: int = 128,
         in_channels: int = 1,
+        crop: Crop = "whole",
         uncertainty: UncertaintyPolicy = "zeros",
         blank: BlankPolicy = "zeros",
         frontal_only: bool = True,
@@ -475,6 +487,9 @@ class CheXpertDataset(ChestXrayDataset):
                 the release folder, then in ``root``; or an absolute path.
             image_size: Side ``S`` of the square images.
             in_channels: 1, or 3 to replicate the grey image (for ImageNet-style backbones).
+            crop: ``"whole"`` (default) resizes each image whole;
+                ``"center"`` takes each image's centred square first (torchxrayvision's
+                crop; see [`load_image`][chexviz.data.images.load_image]).
             uncertainty: What uncertain (``-1.0``) cells become: ``"zeros"`` (U-Zeros),
                 ``"ones"`` (U-Ones), ``"ignore"`` (NaN, masked out of the loss), or a mapping
                 from label to one of these; labels missing from the mapping use ``"zeros"``.
@@ -508,6 +523,7 @@ class CheXpertDataset(ChestXrayDataset):
         super().__init__(
             image_size=image_size,
             in_channels=in_channels,
+            crop=crop,
             uncertainty=uncertainty,
             blank=blank,
             transform=transform,

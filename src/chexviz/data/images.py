@@ -5,8 +5,10 @@ and Grad-CAM all call [`load_image`][chexviz.data.images.load_image], so an imag
 to a model whichever way it arrives.
 
 Every image becomes 8-bit greyscale (RGB, RGBA, palette and 16-bit images included), is turned
-upright by its EXIF orientation, and is resized whole to ``size x size`` with bilinear,
-antialiased resampling (no crop, aspect ratio not kept).
+upright by its EXIF orientation, and is resized to ``size x size`` with bilinear, antialiased
+resampling: whole by default (aspect ratio not kept), or, with ``crop="center"``, its centred
+square of side ``min(H, W)`` (torchxrayvision's ``XRayCenterCrop``, same offsets), the input
+torchxrayvision's models were trained on.
 
 DICOM files (named ``*.dcm`` / ``*.dicom``, or carrying the ``DICM`` preamble) are decoded by
 [`chexviz.data.dicom`][chexviz.data.dicom] into the same ``[0, 1]`` grey range, resized in
@@ -24,7 +26,7 @@ import numpy.typing as npt
 import torch
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
-from chexviz._internal.checks import check_in_channels
+from chexviz._internal.checks import Crop, check_crop, check_in_channels
 
 __all__ = ["ImageDecodeError", "ImageSource", "load_image", "read_image_size", "to_tensor"]
 
@@ -57,8 +59,10 @@ class ImageDecodeError(ValueError):
         super().__init__(f"{where}: {reason}")
 
 
-def load_image(source: ImageSource, *, size: int, in_channels: int = 1) -> npt.NDArray[np.uint8]:
-    """Decodes an image and resizes it whole to ``size x size`` greyscale.
+def load_image(
+    source: ImageSource, *, size: int, in_channels: int = 1, crop: Crop = "whole"
+) -> npt.NDArray[np.uint8]:
+    """Decodes an image and resizes it, whole or its centred square, to ``size x size`` grey.
 
     JPEG files at least twice the requested size are decoded at 1/2, 1/4 or 1/8 scale
     (``Image.draft``), which saves most of the decoding work at a negligible cost in quality
@@ -69,6 +73,10 @@ def load_image(source: ImageSource, *, size: int, in_channels: int = 1) -> npt.N
         size: Side of the square output, in pixels.
         in_channels: 1 for ``[size, size]`` output, 3 for ``[size, size, 3]`` with the grey
             value replicated in every channel.
+        crop: ``"whole"`` resizes the whole picture (aspect ratio not kept); ``"center"``
+            first takes its centred square of side ``min(H, W)`` once it is upright, with
+            torchxrayvision's offsets (``top = H // 2 - side // 2``, likewise ``left``), as
+            its models expect.
 
     Returns:
         uint8 array ``[size, size]`` or ``[size, size, 3]``.
@@ -80,22 +88,23 @@ def load_image(source: ImageSource, *, size: int, in_channels: int = 1) -> npt.N
             a DICOM file is not a single grey radiograph or its pixel data cannot be decoded;
             the message names the file.
         ImportError: The file is DICOM and pydicom is not installed (``chexviz[dicom]``).
-        ValueError: ``size`` or ``in_channels`` is invalid.
+        ValueError: ``size``, ``in_channels`` or ``crop`` is invalid.
     """
     _check_size(size)
     _check_channels(in_channels)
+    crop = check_crop(crop)
     if isinstance(source, Image.Image):
         filename = getattr(source, "filename", "")
-        grey = _decode(source, Path(filename) if filename else None, size)
+        grey = _decode(source, Path(filename) if filename else None, size, crop)
     else:
         path = Path(source)
         if _is_dicom(path):
-            grey = _dicom_to_grey(path, size)
+            grey = _dicom_to_grey(path, size, crop)
         else:
             with _open(path) as image:
                 if image.format == "JPEG":
                     _check_jpeg_stream(path)
-                grey = _decode(image, path, size)
+                grey = _decode(image, path, size, crop)
     if in_channels == 3:
         return np.repeat(grey[:, :, None], 3, axis=2)
     return grey
@@ -199,10 +208,10 @@ def _is_dicom(path: Path) -> bool:
         return False
 
 
-def _dicom_to_grey(path: Path, size: int) -> npt.NDArray[np.uint8]:
+def _dicom_to_grey(path: Path, size: int, crop: Crop) -> npt.NDArray[np.uint8]:
     from chexviz.data.dicom import read_dicom
 
-    unit = Image.fromarray(read_dicom(path))
+    unit = _cropped(Image.fromarray(read_dicom(path)), crop)
     resized = np.asarray(unit.resize((size, size), Image.Resampling.BILINEAR), dtype=np.float32)
     pixels: npt.NDArray[np.uint8] = np.clip(np.rint(resized * 255.0), 0, 255).astype(np.uint8)
     return pixels
@@ -288,9 +297,9 @@ def _end_of_scan(data: bytes, position: int, path: Path, *, restarts: bool) -> i
             return position
 
 
-def _decode(image: Image.Image, path: Path | None, size: int) -> npt.NDArray[np.uint8]:
+def _decode(image: Image.Image, path: Path | None, size: int, crop: Crop) -> npt.NDArray[np.uint8]:
     try:
-        return _to_grey(image, path, size)
+        return _to_grey(image, path, size, crop)
     except ImageDecodeError:
         raise
     except (OSError, SyntaxError, ValueError) as error:
@@ -298,7 +307,7 @@ def _decode(image: Image.Image, path: Path | None, size: int) -> npt.NDArray[np.
         raise ImageDecodeError(path, f"corrupt or truncated image ({error})") from error
 
 
-def _to_grey(image: Image.Image, path: Path | None, size: int) -> npt.NDArray[np.uint8]:
+def _to_grey(image: Image.Image, path: Path | None, size: int, crop: Crop) -> npt.NDArray[np.uint8]:
     limit = Image.MAX_IMAGE_PIXELS
     if limit is not None and image.width * image.height > limit:
         # PIL itself only warns between 1x and 2x its limit; a radiograph never gets near it.
@@ -308,7 +317,8 @@ def _to_grey(image: Image.Image, path: Path | None, size: int) -> npt.NDArray[np
             f"({limit}); raise that limit if the file is trusted",
         )
     if image.format == "JPEG":
-        # Decodes at 1/2, 1/4 or 1/8 scale where the result still covers size x size.
+        # Decodes at 1/2, 1/4 or 1/8 scale where the result still covers size x size, so its
+        # short side, and with it the centred square, stays at least size.
         image.draft("L", (size, size))
     upright = ImageOps.exif_transpose(image)
     if upright.mode == "F":
@@ -322,9 +332,19 @@ def _to_grey(image: Image.Image, path: Path | None, size: int) -> npt.NDArray[np
         grey = upright
     else:
         grey = upright.convert("L")
-    resized = grey.resize((size, size), Image.Resampling.BILINEAR)
+    resized = _cropped(grey, crop).resize((size, size), Image.Resampling.BILINEAR)
     pixels: npt.NDArray[np.uint8] = np.array(resized, dtype=np.uint8)
     return pixels
+
+
+def _cropped(image: Image.Image, crop: Crop) -> Image.Image:
+    """The whole upright image, or its centred square with torchxrayvision's offsets."""
+    if crop == "whole":
+        return image
+    width, height = image.size
+    side = min(width, height)
+    top, left = height // 2 - side // 2, width // 2 - side // 2
+    return image.crop((left, top, left + side, top + side))
 
 
 def _sixteen_to_eight(image: Image.Image) -> Image.Image:

@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from chexviz._internal.checks import Crop
 from chexviz.data.dataset import ChestXrayDataset
 from chexviz.data.labels import CHEXPERT_LABELS, BlankPolicy, UncertaintyPolicy
 from chexviz.data.tables import read_table
@@ -94,6 +95,7 @@ class MIMICCXRDataset(ChestXrayDataset):
         labeler: Literal["chexpert", "negbio"] = "chexpert",
         image_size: int = 128,
         in_channels: int = 1,
+        crop: Crop = "whole",
         uncertainty: UncertaintyPolicy = "zeros",
         blank: BlankPolicy = "zeros",
         views: Sequence[str] | None = ("PA", "AP"),
@@ -116,6 +118,9 @@ class MIMICCXRDataset(ChestXrayDataset):
                 NegBio (``mimic-cxr-2.0.0-negbio``).
             image_size: Side ``S`` of the square images.
             in_channels: 1, or 3 to replicate the grey image.
+            crop: ``"whole"`` (default) resizes each image whole;
+                ``"center"`` takes each image's centred square first (torchxrayvision's
+                crop; see [`load_image`][chexviz.data.images.load_image]).
             uncertainty: What uncertain (``-1.0``) cells become, as for CheXpert.
             blank: What blank cells become: ``"zeros"`` or ``"ignore"``.
             views: ``ViewPosition`` values to keep; the default keeps frontal views (PA and
@@ -140,6 +145,7 @@ class MIMICCXRDataset(ChestXrayDataset):
         super().__init__(
             image_size=image_size,
             in_channels=in_channels,
+            crop=crop,
             uncertainty=uncertainty,
             blank=blank,
             transform=transform,

@@ -39,6 +39,7 @@ import numpy.typing as npt
 import pandas as pd
 import torch
 
+from chexviz._internal.checks import Crop
 from chexviz.data.boxes import BOX_COLUMNS
 from chexviz.data.dataset import ChestXrayDataset
 from chexviz.data.images import read_image_size
@@ -211,6 +212,7 @@ class NIHChestXray14Dataset(ChestXrayDataset):
         split: Literal["train_val", "test"] | None = None,
         image_size: int = 128,
         in_channels: int = 1,
+        crop: Crop = "whole",
         views: Sequence[str] | None = _VIEWS,
         transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
         cache_dir: str | os.PathLike[str] | None = None,
@@ -228,6 +230,9 @@ class NIHChestXray14Dataset(ChestXrayDataset):
             split: ``"train_val"`` or ``"test"`` for the official split, ``None`` for all.
             image_size: Side ``S`` of the square images.
             in_channels: 1, or 3 to replicate the grey image.
+            crop: ``"whole"`` (default) resizes each image whole;
+                ``"center"`` takes each image's centred square first (torchxrayvision's
+                crop; see [`load_image`][chexviz.data.images.load_image]).
             views: ``View Position`` values to keep (``("PA",)`` for PA only); ``None`` keeps
                 all. NIH has only ``PA`` and ``AP``; anything else is an error.
             transform: Applied to each image tensor (boxes do not follow it).
@@ -248,6 +253,7 @@ class NIHChestXray14Dataset(ChestXrayDataset):
         super().__init__(
             image_size=image_size,
             in_channels=in_channels,
+            crop=crop,
             transform=transform,
             labels=labels,
             on_error=on_error,

@@ -27,6 +27,7 @@ import torch.nn.functional as F  # noqa: N812
 from PIL import Image
 from torch import nn
 
+from chexviz._internal.checks import Crop, check_crop
 from chexviz._internal.modules import device_dtype, eval_mode
 from chexviz.data.images import load_image, read_image_size, to_tensor
 from chexviz.explain._cam import cam_maps, fuse, minmax
@@ -274,8 +275,8 @@ class GradCAM:
                 an image file path / PIL image, or a sequence of them. Files and PIL images are
                 decoded and resized with [`load_image`][chexviz.data.images.load_image] and
                 [`to_tensor`][chexviz.data.images.to_tensor] as the model expects (this needs a
-                model
-                with ``image_size`` and ``in_channels``).
+                model with ``image_size`` and ``in_channels``; a model whose ``input_crop`` is
+                ``"center"``, such as a torchxrayvision one, gets each image's centred square).
             classes: What to explain. ``None``: the predicted positives of each image (its
                 probability ``>=`` the label's threshold). A label name or output index, or a
                 sequence of them: those classes for every image. A sequence of ``B`` sequences:
@@ -287,8 +288,8 @@ class GradCAM:
         Returns:
             The [`Explanation`][chexviz.explain.explanation.Explanation] (CPU tensors). An image
             with nothing to explain (no positives) has empty ``classes`` and maps. For files
-            and PIL images it records each picture's size before resizing (``source_sizes``),
-            which ``overlay`` draws at.
+            and PIL images it records each picture's size before resizing (``source_sizes``;
+            the centred square's for a ``"center"`` model), which ``overlay`` draws at.
 
         Raises:
             TypeError: ``img`` or ``classes`` has an unsupported type.
@@ -486,10 +487,13 @@ class GradCAM:
                 f"image files cannot be prepared for it; pass a tensor [B, C, H, W] instead"
             )
         size, channels = self._image_size, self._in_channels
+        crop = check_crop(getattr(self._model, "input_crop", "whole"), "model.input_crop")
         # Read before decoding: load_image may draft a lazily opened JPEG to a smaller size.
-        source_sizes = tuple(read_image_size(source, upright=True) for source in sources)
+        source_sizes = tuple(
+            _cropped_size(read_image_size(source, upright=True), crop) for source in sources
+        )
         tensors = [
-            to_tensor(load_image(source, size=size, in_channels=channels), channels)
+            to_tensor(load_image(source, size=size, in_channels=channels, crop=crop), channels)
             for source in sources
         ]
         if not tensors:
@@ -772,3 +776,11 @@ def _first_conv_channels(model: nn.Module) -> int | None:
         if isinstance(module, nn.Conv2d):
             return int(module.in_channels)
     return None
+
+
+def _cropped_size(size: tuple[int, int], crop: Crop) -> tuple[int, int]:
+    """The ``(width, height)`` of what the model sees of a picture, before resizing."""
+    if crop == "whole":
+        return size
+    side = min(size)
+    return side, side

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from chexviz._internal.checks import Crop, check_crop
 from chexviz._internal.modules import eval_mode
 from chexviz.data.labels import CHEXPERT_LABELS
 from chexviz.models.heads import NEEDS_FEATURE_SIZE, create_head, default_dropout
@@ -106,6 +107,11 @@ class MultiLabelClassifier(nn.Module):
             e.g. ``"ResNet18_Weights.IMAGENET1K_V1"``), kept through save and load; None when
             the backbone started from random weights.
         thresholds: Per-label decision thresholds on probabilities (buffer, default 0.5).
+        input_crop: How image files become the model's square input: ``"whole"`` (default,
+            the whole picture resized) or ``"center"`` (its centred square resized, as
+            torchxrayvision's models expect; set by
+            [`from_torchxrayvision`][chexviz.models.xrv.from_torchxrayvision]). Grad-CAM and
+            the CLI decode images this way; it is kept through save and load.
 
     Raises:
         KeyError: If the backbone is not registered.
@@ -146,6 +152,7 @@ class MultiLabelClassifier(nn.Module):
                 backbone, pretrained=pretrained, in_channels=in_channels
             )
         self.pretrained_weights: str | None = self.backbone.info.weights
+        self.input_crop: Crop = "whole"
         info = self.backbone.info
         if image_size < info.min_input_size:
             raise ValueError(
@@ -312,6 +319,10 @@ class MultiLabelClassifier(nn.Module):
             "image_size": self.image_size,
             "dropout": self.dropout,
             "pretrained_weights": self.pretrained_weights,
+            # Only when not the default, so files of whole-image models stay readable by
+            # releases that predate the field, and older releases refuse a centre-crop one
+            # rather than feed it whole images.
+            **({} if self.input_crop == "whole" else {"input_crop": self.input_crop}),
         }
 
     @classmethod
@@ -328,6 +339,7 @@ class MultiLabelClassifier(nn.Module):
         c = dict(config)
         # Provenance, not an architecture argument: the model is built without downloading.
         pretrained_weights = c.pop("pretrained_weights", None)
+        input_crop = check_crop(c.pop("input_crop", "whole"), "config 'input_crop'")
         model = cls(
             c.pop("backbone"),
             c.pop("num_labels"),
@@ -336,6 +348,7 @@ class MultiLabelClassifier(nn.Module):
             **c,
         )
         model.pretrained_weights = pretrained_weights
+        model.input_crop = input_crop
         return model
 
     def save(

@@ -6,7 +6,8 @@ prefix ``extra/`` and, in the safetensors metadata, a ``chexviz`` entry with a J
     {"format": "chexviz", "format_version": 2, "chexviz_version": "...",
      "config": {"backbone": ..., "head": ..., "in_channels": ..., "num_labels": ...,
                 "labels": [...], "image_size": ..., "dropout": ...,
-                "pretrained_weights": ... or null}}
+                "pretrained_weights": ... or null, "input_crop": "center" (only when not
+                "whole"; files without it are whole-image models)}}
 
 plus the caller's extra metadata under ``extra/<key>``. The header describes the architecture
 only: every value the model computes with (weights, and the ``mean``, ``std`` and ``thresholds``
@@ -67,6 +68,7 @@ _CONFIG_FIELDS: dict[str, type | tuple[type, ...]] = {
 # Fields that files written before they existed lack.
 _OPTIONAL_CONFIG_FIELDS: dict[str, type | tuple[type, ...]] = {
     "pretrained_weights": (str, type(None)),
+    "input_crop": str,
 }
 
 
@@ -142,6 +144,11 @@ def _validate_config(path: Path, config: object) -> dict[str, Any]:
         raise _fail(path, f"header config 'dropout' out of range: {config['dropout']}")
     if config["in_channels"] < 1 or config["image_size"] < 1:
         raise _fail(path, "header config 'in_channels' and 'image_size' must be positive")
+    if config.get("input_crop", "whole") not in ("whole", "center"):
+        raise _fail(
+            path,
+            f"header config 'input_crop' must be 'whole' or 'center', got {config['input_crop']!r}",
+        )
     return dict(config)
 
 

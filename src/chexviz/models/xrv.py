@@ -9,8 +9,11 @@ does around its network:
   8-bit ``v`` to ``(2 v / 255 - 1) * 1024``). chexviz models take ``[0, 1]`` images and
   normalise with ``mean`` 0.5 and ``std`` 1/2048, the same affine map.
 * **Size and channels.** One channel; ``image_size`` is the weights' resolution (224 px for the
-  DenseNets, 512 px for the ResNets). xrv centre-crops the long side before resizing;
-  [`center_crop_resize`][chexviz.models.xrv.center_crop_resize] does the same for a tensor.
+  DenseNets, 512 px for the ResNets). xrv centre-crops the long side before resizing, so the
+  classifier's ``input_crop`` is ``"center"``: Grad-CAM on image files and the CLI's data sets
+  decode images that way ([`load_image`][chexviz.data.images.load_image] with
+  ``crop="center"``); [`center_crop_resize`][chexviz.models.xrv.center_crop_resize] does the
+  same for a tensor.
 * **Labels.** xrv's outputs are renamed to the CheXpert observations they are
   (``"Effusion"`` is ``"Pleural Effusion"``); outputs with no CheXpert counterpart
   (``"Infiltration"``, ``"Nodule"``...) keep xrv's name, and the empty ``""`` outputs of
@@ -312,7 +315,8 @@ def from_torchxrayvision(
 
     Returns:
         The classifier in eval mode: 1 channel, ``image_size`` the weights' resolution, labels
-        renamed to CheXpert's, ``""`` outputs dropped, thresholds xrv's operating points.
+        renamed to CheXpert's, ``""`` outputs dropped, thresholds xrv's operating points,
+        ``input_crop`` ``"center"``.
 
     Raises:
         ImportError: If torchxrayvision is not installed (the message says what to install).
@@ -362,6 +366,7 @@ def from_torchxrayvision(
         head_fc.weight.copy_(fc.weight[keep])
         head_fc.bias.copy_(fc.bias[keep])
     model.set_thresholds(_thresholds(op, keep))
+    model.input_crop = "center"
     logger.info("torchxrayvision %s: %d outputs kept of %d", name, len(keep), len(pathologies))
     return model.eval()
 
