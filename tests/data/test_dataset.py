@@ -416,7 +416,8 @@ def test_center_crop_dataset_items_and_cache(make_chexpert: MakeData, tmp_path: 
     assert torch.equal(center[0][0], expected)
     assert torch.equal(lazy[0][0], expected)
     assert not torch.equal(whole[0][0], expected)
-    assert whole.cache is not None and center.cache is not None
+    assert whole.cache is not None
+    assert center.cache is not None
     assert whole.cache.path != center.cache.path
     assert "crop='center'" in repr(center)
     assert "crop=" not in repr(whole)
