@@ -41,9 +41,9 @@ from chexviz.evaluate.localization import (
     summarize_localization,
 )
 from chexviz.explain.explanation import Explanation
+from chexviz.explain.figures import save_study_figure
 from chexviz.explain.gradcam import GradCAM
 from chexviz.explain.overlay import map_peak, overlay_heatmap
-from chexviz.explain.report import save_study_figure
 from chexviz.models.classifier import MultiLabelClassifier
 from chexviz.training.trainer import Trainer
 

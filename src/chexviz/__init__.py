@@ -66,11 +66,12 @@ if TYPE_CHECKING:
         unscored_boxes,
     )
     from chexviz.explain.explanation import Explanation
+    from chexviz.explain.figures import save_study_figure, study_figure
     from chexviz.explain.gradcam import METHODS, GradCAM
     from chexviz.explain.integrated_gradients import IntegratedGradients
     from chexviz.explain.methods import MAP_METHODS, map_maker
     from chexviz.explain.overlay import map_peak, overlay_heatmap
-    from chexviz.explain.report import save_study_figure, study_figure, write_html_report
+    from chexviz.explain.report import write_html_report
     from chexviz.models.classifier import MultiLabelClassifier
     from chexviz.models.heads import list_heads
     from chexviz.models.registry import (
@@ -161,7 +162,7 @@ _HOMES: dict[str, str] = {
     "read_tuning_csv": "chexviz.evaluate.chexlocalize",
     "register_backbone": "chexviz.models.registry",
     "run_chexlocalize": "chexviz.evaluate.chexlocalize",
-    "save_study_figure": "chexviz.explain.report",
+    "save_study_figure": "chexviz.explain.figures",
     "scale_boxes": "chexviz.data.boxes",
     "score_chexlocalize": "chexviz.evaluate.chexlocalize",
     "score_faithfulness": "chexviz.evaluate.faithfulness",
@@ -170,7 +171,7 @@ _HOMES: dict[str, str] = {
     "segment_heatmap": "chexviz.evaluate.chexlocalize",
     "select_boxes": "chexviz.evaluate.localization",
     "split_by_patient": "chexviz.data.splits",
-    "study_figure": "chexviz.explain.report",
+    "study_figure": "chexviz.explain.figures",
     "summarize_localization": "chexviz.evaluate.localization",
     "to_tensor": "chexviz.data.images",
     "tune_chexlocalize": "chexviz.evaluate.chexlocalize",

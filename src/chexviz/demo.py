@@ -55,9 +55,10 @@ from chexviz.evaluate.localization import (
     summarize_localization,
 )
 from chexviz.explain.explanation import Explanation
+from chexviz.explain.figures import save_study_figure
 from chexviz.explain.gradcam import GradCAM
 from chexviz.explain.integrated_gradients import IntegratedGradients
-from chexviz.explain.report import save_study_figure, write_html_report
+from chexviz.explain.report import write_html_report
 from chexviz.models.classifier import MultiLabelClassifier
 from chexviz.training.metrics import Metrics, evaluation_targets
 from chexviz.training.trainer import Trainer

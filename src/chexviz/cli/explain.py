@@ -9,8 +9,9 @@ from chexviz.cli._common import load_model
 
 def run_explain(args: argparse.Namespace) -> None:
     """Runs ``chexviz explain``: a figure per X-ray and one HTML report."""
+    from chexviz.explain.figures import save_study_figure
     from chexviz.explain.gradcam import GradCAM
-    from chexviz.explain.report import save_study_figure, write_html_report
+    from chexviz.explain.report import write_html_report
 
     model = load_model(args.model)
     args.out.mkdir(parents=True, exist_ok=True)
