@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING
 from chexviz.cli._common import load_model
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from chexviz.models.classifier import MultiLabelClassifier
 
 
@@ -25,7 +27,6 @@ def run_localize(args: argparse.Namespace) -> None:
     for option in ("validation_csv", "validation_ground_truth", "human_benchmark"):
         if getattr(args, option) is not None:
             raise ValueError(f"--{option.replace('_', '-')} goes with --methods")
-    from chexviz._internal.cases import TOO_FEW, too_few_line
     from chexviz.data.chexlocalize import read_chexlocalize
     from chexviz.data.dataset import CheXpertDataset
     from chexviz.evaluate.chexlocalize import read_tuning_csv, run_chexlocalize
@@ -67,19 +68,15 @@ def run_localize(args: argparse.Namespace) -> None:
     columns += ["hit_rate", "hit_rate_lower", "hit_rate_upper", "prior_hit_rate", "chance_hit_rate"]
     print(summary[columns].to_string(float_format="%.3f"))
     labels = summary.drop(index="mean")
-    line = too_few_line(
-        [str(label) for label in labels.index],
+    _print_too_few(
+        labels,
         [
             f"{row.positives} X-rays with a finding of {row.patients} patients, "
             f"{row.miou_n} with a defined IoU"
             for row in labels.itertuples()
         ],
-        (labels["status"] != TOO_FEW).to_numpy(),
-        min_positives=args.min_positives,
-        min_negatives=None,
+        args.min_positives,
     )
-    if line is not None:
-        print(line)
     print(f"tables and figures: {args.out}")
 
 
@@ -172,7 +169,6 @@ def _run_localize_methods(args: argparse.Namespace) -> None:
 
 def _run_localize_nih(args: argparse.Namespace) -> None:
     """Grad-CAM against NIH's boxes, beside chance and a cross-fitted anatomical prior."""
-    from chexviz._internal.cases import TOO_FEW, too_few_line
     from chexviz.data.nih import NIHChestXray14Dataset, read_nih_boxes
     from chexviz.evaluate.localization import (
         score_localization_cross_fitted,
@@ -214,16 +210,27 @@ def _run_localize_nih(args: argparse.Namespace) -> None:
     summary.to_csv(args.out / "localization_summary.csv")
     print(summary.to_string(float_format="%.3f"))
     labels = summary.drop(index="overall")
-    line = too_few_line(
-        [str(label) for label in labels.index],
+    _print_too_few(
+        labels,
         [
             f"{row.explained} explained of {row.findings} boxed findings"
             for row in labels.itertuples()
         ],
+        args.min_positives,
+    )
+    print(f"tables: {args.out}")
+
+
+def _print_too_few(labels: pd.DataFrame, counts: list[str], min_positives: int) -> None:
+    """Prints the line naming the labels left out as too few cases, if any, with their counts."""
+    from chexviz._internal.cases import TOO_FEW, too_few_line
+
+    line = too_few_line(
+        [str(label) for label in labels.index],
+        counts,
         (labels["status"] != TOO_FEW).to_numpy(),
-        min_positives=args.min_positives,
+        min_positives=min_positives,
         min_negatives=None,
     )
     if line is not None:
         print(line)
-    print(f"tables: {args.out}")
