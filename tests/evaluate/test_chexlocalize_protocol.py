@@ -28,9 +28,7 @@ from chexviz import (
 )
 from chexviz.cli import main
 from chexviz.data.chexlocalize import LOCALIZATION_LABELS
-from chexviz.data.synthetic import make_synthetic_chexpert
 from chexviz.evaluate.chexlocalize import DEFAULT_THRESHOLDS, ground_truth_overlay
-from chexviz.models.classifier import MultiLabelClassifier
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 
@@ -207,12 +205,7 @@ def test_probability_cutoffs_empty_the_segmentation_but_not_the_hit() -> None:
 
 def _reference_bootstrap(frame: pd.DataFrame, seed: int, replicates: int) -> pd.DataFrame:
     """eval.py's bootstrap_metric and compute_cis, written out."""
-    np.random.seed(seed)  # noqa: NPY002 - the reference's legacy global generator
-    records = []
-    for _ in range(replicates):
-        rows = np.random.choice(len(frame), size=len(frame), replace=True)  # noqa: NPY002
-        records.append(frame.iloc[rows].mean().to_dict())
-    performances = pd.DataFrame.from_records(records)
+    performances = _reference_replicates(frame, seed, replicates)
     out = {}
     for task in performances.columns:
         ordered = performances[task].sort_values()
@@ -505,16 +498,6 @@ def test_reading_the_reference_tuning_files(tmp_path: Path) -> None:
 
 
 # -- the whole pipeline on the synthetic set ------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def synthetic(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    root = tmp_path_factory.mktemp("localize")
-    make_synthetic_chexpert(root / "data", n_patients=1, valid_patients=16)
-    torch.manual_seed(0)
-    model = root / "model.safetensors"
-    MultiLabelClassifier("simple_cnn", image_size=48).save(model)
-    return root, model
 
 
 def test_localize_command_writes_tables_figure_and_overlays(

@@ -12,7 +12,6 @@ import torch
 from chexviz.cli import main
 from chexviz.data.chexlocalize import read_chexlocalize
 from chexviz.data.dataset import CheXpertDataset
-from chexviz.data.synthetic import make_synthetic_chexpert
 from chexviz.evaluate.compare import compare_localization, compare_methods
 from chexviz.models.classifier import MultiLabelClassifier
 
@@ -159,16 +158,6 @@ def test_box_tables_are_compared_per_finding() -> None:
 
 
 # -- the whole thing on the synthetic CheXlocalize set --------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def synthetic(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    root = tmp_path_factory.mktemp("compare")
-    make_synthetic_chexpert(root / "data", n_patients=1, valid_patients=16)
-    torch.manual_seed(0)
-    model = root / "model.safetensors"
-    MultiLabelClassifier("simple_cnn", image_size=48).save(model)
-    return root, model
 
 
 def test_localize_methods_writes_the_comparison_and_per_method_tables(
