@@ -15,6 +15,7 @@ between two methods reflects only how they differ on the same X-rays.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -639,30 +640,25 @@ def compare_methods(
         if on_method is not None:
             on_method(name)
         folder = out / _folder(name) if out is not None else None
+        # The maps of the findings only: all that tuning and true-positive scoring read.
+        maps_of = functools.partial(
+            chexlocalize_maps,
+            maker,
+            findings_only=True,
+            batch_size=batch_size,
+            progress=progress,
+            name=name,
+        )
         if chexlocalize is not None:
             tuned: dict[str, float] = {}
             if validation is not None:
-                maps = chexlocalize_maps(
-                    maker,
-                    *validation,
-                    findings_only=True,
-                    batch_size=batch_size,
-                    progress=progress,
-                    name=name,
-                )
+                maps = maps_of(*validation)
                 tuning = tune_chexlocalize(maps.heatmaps, validation[1], progress=progress)
                 tuned = tuning.thresholds
                 if folder is not None:
                     tuning.to_csv(folder)
             thresholds[name] = tuned
-            maps = chexlocalize_maps(
-                maker,
-                *chexlocalize,
-                findings_only=True,
-                batch_size=batch_size,
-                progress=progress,
-                name=name,
-            )
+            maps = maps_of(*chexlocalize)
             scores[name] = score_chexlocalize(
                 maps.heatmaps,
                 chexlocalize[1],
