@@ -201,3 +201,20 @@ def trainers_on_device(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
 
     monkeypatch.setattr(Trainer, "__init__", on_device)
     return built
+
+
+@pytest.fixture(scope="module")
+def chexlocalize_set(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A small synthetic set with CheXlocalize files (16 validation patients) and a model file.
+
+    Module scope: each test module gets its own copy, so their outputs never meet.
+    """
+    from chexviz.data.synthetic import make_synthetic_chexpert
+    from chexviz.models.classifier import MultiLabelClassifier
+
+    root = tmp_path_factory.mktemp("synthetic")
+    make_synthetic_chexpert(root / "data", n_patients=1, valid_patients=16)
+    torch.manual_seed(0)
+    model = root / "model.safetensors"
+    MultiLabelClassifier("simple_cnn", image_size=48).save(model)
+    return root, model

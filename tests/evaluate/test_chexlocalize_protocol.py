@@ -501,9 +501,9 @@ def test_reading_the_reference_tuning_files(tmp_path: Path) -> None:
 
 
 def test_localize_command_writes_tables_figure_and_overlays(
-    synthetic: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+    chexlocalize_set: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    root, model = synthetic
+    root, model = chexlocalize_set
     truth = root / "data" / "CheXpert-v1.0-small" / "gt_segmentations_val.json"
     out = root / "out"
     arguments = ["localize", "--model", str(model), "--data", str(root / "data")]
@@ -547,9 +547,9 @@ def test_localize_command_writes_tables_figure_and_overlays(
 
 
 def test_localize_refuses_ground_truth_of_other_images(
-    synthetic: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    chexlocalize_set: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    root, model = synthetic
+    root, model = chexlocalize_set
     truth = root / "data" / "CheXpert-v1.0-small" / "gt_segmentations_val.json"
     data = json.loads(truth.read_text())
     cxr = next(iter(data))

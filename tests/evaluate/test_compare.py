@@ -161,9 +161,9 @@ def test_box_tables_are_compared_per_finding() -> None:
 
 
 def test_localize_methods_writes_the_comparison_and_per_method_tables(
-    synthetic: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+    chexlocalize_set: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    root, model = synthetic
+    root, model = chexlocalize_set
     folder = root / "data" / "CheXpert-v1.0-small"
     truth = folder / "gt_segmentations_val.json"
     out = root / "out"
@@ -205,8 +205,10 @@ def test_localize_methods_refuses_unknown_names(capsys: pytest.CaptureFixture[st
     assert "unknown method(s) ['nope']; known methods: gradcam" in capsys.readouterr().err
 
 
-def test_compare_methods_refuses_maps_of_the_wrong_size(synthetic: tuple[Path, Path]) -> None:
-    root, model_path = synthetic
+def test_compare_methods_refuses_maps_of_the_wrong_size(
+    chexlocalize_set: tuple[Path, Path],
+) -> None:
+    root, model_path = chexlocalize_set
     model = MultiLabelClassifier.load(model_path)
     folder = root / "data"
     data = CheXpertDataset(folder, "valid.csv", image_size=48, frontal_only=False, progress=False)
@@ -229,12 +231,12 @@ def test_compare_methods_refuses_maps_of_the_wrong_size(synthetic: tuple[Path, P
 
 
 def test_mapping_only_the_findings_scores_as_mapping_everything(
-    synthetic: tuple[Path, Path],
+    chexlocalize_set: tuple[Path, Path],
 ) -> None:
     from chexviz import GradCAM, score_chexlocalize
     from chexviz.evaluate.chexlocalize import chexlocalize_maps
 
-    root, model_path = synthetic
+    root, model_path = chexlocalize_set
     model = MultiLabelClassifier.load(model_path)
     folder = root / "data"
     data = CheXpertDataset(folder, "valid.csv", image_size=48, frontal_only=False, progress=False)
@@ -249,7 +251,7 @@ def test_mapping_only_the_findings_scores_as_mapping_everything(
 
 
 def test_localize_methods_adds_the_human_benchmark(
-    synthetic: tuple[Path, Path],
+    chexlocalize_set: tuple[Path, Path],
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
@@ -286,7 +288,7 @@ def test_localize_methods_adds_the_human_benchmark(
     stub = types.ModuleType("chexviz.evaluate.chexlocalize.human")
     stub.score_human_benchmark = score_human_benchmark  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "chexviz.evaluate.chexlocalize.human", stub)
-    root, model = synthetic
+    root, model = chexlocalize_set
     truth = root / "data" / "CheXpert-v1.0-small" / "gt_segmentations_val.json"
     out = root / "with-human"
     arguments = ["localize", "--model", str(model), "--data", str(root / "data")]
